@@ -1,0 +1,103 @@
+"""What each rule feeds back, and how that state behaves across steps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wtfree import feedback
+from wtfree import metrics
+from wtfree import nn as wnn
+
+X = jnp.ones((2, 256))
+
+
+def _init(rule, features=256, seed=0):
+  module = wnn.Dense(features, rule=rule)
+  variables = module.init({"params": jax.random.key(seed), "feedback": jax.random.key(1)}, X)
+  return module, {k: v for k, v in variables.items() if k in ("params", "feedback")}
+
+
+def _used(module, variables, step_key=jax.random.key(1)):
+  _, state = module.apply(variables, X, rngs={"feedback": step_key}, mutable=["alignment"])
+  return state["alignment"]["feedback"]
+
+
+def test_usf_feeds_back_sign_times_rms():
+  module, variables = _init(feedback.get_rule("usf", scale=2.0))
+  w = variables["params"]["kernel"]
+  expected = jnp.sign(w) * 2.0 * jnp.sqrt(jnp.mean(w**2))
+  np.testing.assert_allclose(_used(module, variables), expected, rtol=1e-6)
+  module, variables = _init(feedback.get_rule("usf", magnitude="one"))
+  np.testing.assert_array_equal(_used(module, variables), jnp.sign(variables["params"]["kernel"]))
+
+
+@pytest.mark.parametrize("rule", ["frsf", "sc"])
+def test_fixed_magnitudes_stay_fixed_and_follow_w_signs(rule):
+  module, variables = _init(rule)
+  first = _used(module, variables, jax.random.key(1))
+  second = _used(module, variables, jax.random.key(2))
+  np.testing.assert_array_equal(first, second)
+  # After W changes, B keeps |M| and takes W's new signs.
+  flipped = jax.tree.map(lambda v: v, variables)
+  flipped["params"] = {**variables["params"], "kernel": -variables["params"]["kernel"]}
+  np.testing.assert_array_equal(jnp.abs(_used(module, flipped)), jnp.abs(first))
+  np.testing.assert_array_equal(_used(module, flipped), -first)
+
+
+def test_brsf_draws_new_magnitudes_every_step():
+  module, variables = _init("brsf")
+  w = variables["params"]["kernel"]
+  first = _used(module, variables, jax.random.key(1))
+  second = _used(module, variables, jax.random.key(2))
+  assert not np.allclose(first, second)
+  np.testing.assert_array_equal(jnp.sign(first), jnp.sign(w))
+  np.testing.assert_array_equal(jnp.sign(second), jnp.sign(w))
+  np.testing.assert_array_equal(first, _used(module, variables, jax.random.key(1)))
+
+
+def test_brsf_without_a_feedback_key_says_how_to_pass_one():
+  module, variables = _init("brsf")
+  with pytest.raises(ValueError, match="rngs=\\{'feedback'"):
+    module.apply(variables, X)
+
+
+def test_sc_with_p_one_is_frsf():
+  module_sc, vars_sc = _init(feedback.get_rule("sc", p=1.0))
+  module_fr, vars_fr = _init("frsf")
+  np.testing.assert_array_equal(_used(module_sc, vars_sc), _used(module_fr, vars_fr))
+
+
+def test_sc_with_p_half_is_orthogonal():
+  module, variables = _init(feedback.get_rule("sc", p=0.5))
+  deg = metrics.angle(_used(module, variables), variables["params"]["kernel"])
+  assert abs(float(deg) - 90.0) < 5.0
+
+
+def test_sc_angle_grows_as_p_falls():
+  degrees = []
+  for p in (1.0, 0.9, 0.7, 0.5):
+    module, variables = _init(feedback.get_rule("sc", p=p))
+    degrees.append(float(metrics.angle(_used(module, variables), variables["params"]["kernel"])))
+  assert degrees == sorted(degrees)
+
+
+def test_shallow_sends_no_error_down():
+  module, variables = _init("shallow")
+  dx = jax.grad(lambda x: jnp.sum(module.apply(variables, x)))(X)
+  np.testing.assert_array_equal(dx, 0.0)
+
+
+def test_bp_angle_is_zero_and_fa_is_near_ninety():
+  module, variables = _init("bp")
+  assert float(metrics.angle(_used(module, variables), variables["params"]["kernel"])) < 1e-2
+  module, variables = _init("fa")
+  assert abs(float(metrics.angle(_used(module, variables), variables["params"]["kernel"])) - 90.0) < 5.0
+
+
+def test_feedback_init_and_scale_options():
+  uniform = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+  module, variables = _init(feedback.get_rule("fa", init=uniform, scale=0.5))
+  b = variables["feedback"]["kernel"]
+  assert float(jnp.max(jnp.abs(b))) <= 0.5
+  assert float(jnp.max(jnp.abs(b))) > 0.45

@@ -1,0 +1,44 @@
+"""Rules whose B does not follow W: backprop, feedback alignment, shallow."""
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from wtfree.feedback.registry import Rule, register
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Backprop(Rule):
+  """B = W: ordinary backpropagation, the baseline."""
+
+  name = "bp"
+
+  def feedback(self, w, state, key, kernel_init):
+    return w
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class FeedbackAlignment(Rule):
+  """B fixed and random, drawn once at init (Lillicrap et al. 2016)."""
+
+  name = "fa"
+  state_names = ("kernel",)
+
+  def init_state(self, key, shape, dtype, kernel_init):
+    return {"kernel": self.draw(key, shape, dtype, kernel_init)}
+
+  def feedback(self, w, state, key, kernel_init):
+    return state["kernel"]
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Shallow(Rule):
+  """B = 0: no error reaches the layers below, only the output layer learns."""
+
+  name = "shallow"
+
+  def feedback(self, w, state, key, kernel_init):
+    return jnp.zeros_like(w)

@@ -1,0 +1,175 @@
+"""One custom_vjp primitive for every op that is linear in its input.
+
+The forward pass is ``op(x, w)``. The backward pass keeps backprop's local
+weight gradient and sends the error back through a feedback kernel ``b`` of
+``w``'s shape instead of ``w`` itself:
+
+    dx = vjp of op(., b) at g        dw = vjp of op(x, .) at g
+
+``b`` receives ``dw`` when the rule learns it alongside ``w`` (Kolen-Pollack)
+and zero otherwise.
+"""
+
+from collections.abc import Callable, Sequence
+import functools
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+Array = jax.Array
+LinearOp = Callable[[Array, Array], Array]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def linear(op: LinearOp, x: Array, w: Array, b: Array, learn_b: bool = False) -> Array:
+  """Applies ``op(x, w)`` and backpropagates the input error through ``b``.
+
+  Args:
+    op: a function linear in its first argument (and in its second), e.g.
+      a matmul, a convolution or an einsum.
+    x: the input.
+    w: the forward kernel.
+    b: the feedback kernel, same shape and dtype as ``w``.
+    learn_b: if True, ``b`` receives ``w``'s gradient (Kolen-Pollack);
+      otherwise its cotangent is zero.
+
+  Returns:
+    ``op(x, w)``.
+  """
+  del b, learn_b
+  return op(x, w)
+
+
+def _linear_fwd(op, x, w, b, learn_b):
+  # Only x and b are kept: op is linear in w, so dw needs no w.
+  return op(x, w), (x, b)
+
+
+def _linear_bwd(op, learn_b, residuals, g):
+  x, b = residuals
+  _, input_vjp = jax.vjp(lambda x_: op(x_, b), x)
+  (dx,) = input_vjp(g)
+  # The vjp of a linear map does not depend on where it is taken, so b
+  # (w's shape and dtype) stands in for w.
+  _, kernel_vjp = jax.vjp(lambda w_: op(x, w_), b)
+  (dw,) = kernel_vjp(g)
+  db = dw if learn_b else jnp.zeros_like(b)
+  return dx, dw, db
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+def dense_op(x: Array, w: Array, *, precision=None) -> Array:
+  """``x @ w`` contracting the last axis of ``x`` with the first of ``w``."""
+  return lax.dot_general(
+      x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision
+  )
+
+
+def dense(
+    x: Array, w: Array, b: Array, *, learn_b: bool = False, precision=None
+) -> Array:
+  """A dense layer ``x @ w`` whose input error flows back through ``b``.
+
+  Args:
+    x: inputs ``[..., in]``.
+    w: kernel ``[in, out]``.
+    b: feedback kernel ``[in, out]``.
+    learn_b: whether ``b`` receives ``w``'s gradient.
+    precision: passed to ``lax.dot_general``.
+
+  Returns:
+    ``[..., out]``.
+  """
+  op = functools.partial(dense_op, precision=precision)
+  return linear(op, x, w, b, learn_b)
+
+
+def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+  if isinstance(value, int):
+    return (value,) * n
+  value = tuple(value)
+  if len(value) != n:
+    raise ValueError(f"expected {n} spatial values, got {value}")
+  return value
+
+
+def conv_op(
+    x: Array,
+    w: Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: str | Sequence[tuple[int, int]] = "SAME",
+    input_dilation: int | Sequence[int] = 1,
+    rhs_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    precision=None,
+) -> Array:
+  """An N-d convolution in flax's layout: x ``N...C``, w ``...IO``."""
+  spatial = w.ndim - 2
+  if isinstance(padding, str):
+    if padding not in ("SAME", "VALID"):
+      raise ValueError(f"padding {padding!r} is not one of 'SAME', 'VALID' or a sequence of pairs")
+  elif isinstance(padding, int):
+    padding = [(padding, padding)] * spatial
+  else:
+    padding = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+  dims = "".join("HWDXYZ"[i] for i in range(spatial))
+  dimension_numbers = lax.conv_dimension_numbers(
+      x.shape, w.shape, (f"N{dims}C", f"{dims}IO", f"N{dims}C")
+  )
+  return lax.conv_general_dilated(
+      x,
+      w,
+      window_strides=_tuple(strides, spatial),
+      padding=padding,
+      lhs_dilation=_tuple(input_dilation, spatial),
+      rhs_dilation=_tuple(rhs_dilation, spatial),
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      precision=precision,
+  )
+
+
+def conv(
+    x: Array,
+    w: Array,
+    b: Array,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: str | Sequence[tuple[int, int]] = "SAME",
+    input_dilation: int | Sequence[int] = 1,
+    rhs_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    learn_b: bool = False,
+    precision=None,
+) -> Array:
+  """A convolution (NHWC inputs, HWIO kernel) whose input error flows back through ``b``.
+
+  Keywords default as in ``flax.linen.Conv``; 1-d and 3-d convolutions take
+  kernels ``WIO`` and ``HWDIO``.
+
+  Args:
+    x: inputs ``[N, *spatial, C_in]``.
+    w: kernel ``[*window, C_in / groups, C_out]``.
+    b: feedback kernel of ``w``'s shape.
+    strides, padding, input_dilation, rhs_dilation, feature_group_count:
+      as in ``lax.conv_general_dilated``.
+    learn_b: whether ``b`` receives ``w``'s gradient.
+    precision: passed to the convolution.
+
+  Returns:
+    ``[N, *spatial_out, C_out]``.
+  """
+  op = functools.partial(
+      conv_op,
+      strides=strides,
+      padding=padding,
+      input_dilation=input_dilation,
+      rhs_dilation=rhs_dilation,
+      feature_group_count=feature_group_count,
+      precision=precision,
+  )
+  return linear(op, x, w, b, learn_b)
