@@ -46,3 +46,54 @@ def mirrored_feedback(
   # Each weight joins one input/output pair per example and output position.
   pairs = y.size // y.shape[-1]
   return b + eta * summed / pairs - decay * b
+
+
+def make_mirror_fn(
+    model,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    passes: int = 1,
+    input_sharding=None,
+) -> Callable:
+  """A function ``(variables, rng) -> variables`` running mirror passes.
+
+  Every ``wm`` layer of ``model`` draws its own noise of its input's shape
+  (``batch_size`` examples) and updates its B; W, the BatchNorm statistics and
+  all other collections are left as they are.
+
+  Args:
+    model: a wtfree model whose ``__call__(x, *, train, mirror_pass)``
+      threads ``mirror_pass`` to its layers.
+    input_shape: one example's shape.
+    batch_size: the mirror batch (global, across devices).
+    passes: mirror passes per call, each with fresh noise.
+    input_sharding: sharding of the placeholder input, e.g. the batch
+      sharding of the train step, so that the noise is drawn sharded.
+
+  Returns:
+    The mirror function; pure, so it can run inside a jitted train step.
+  """
+
+  def one_pass(i, variables, rng):
+    placeholder = jnp.zeros((batch_size, *input_shape), jnp.float32)
+    if input_sharding is not None:
+      placeholder = jax.lax.with_sharding_constraint(placeholder, input_sharding)
+    _, updated = model.apply(
+        variables,
+        placeholder,
+        train=False,
+        mirror_pass=True,
+        rngs={"mirror": jax.random.fold_in(rng, i)},
+        mutable=["feedback"],
+    )
+    return {**variables, "feedback": updated["feedback"]}
+
+  def mirror(variables, rng):
+    if "feedback" not in variables:
+      return variables
+    # Unrolled: XLA:CPU runs convolutions inside a while loop many times slower.
+    for i in range(passes):
+      variables = one_pass(i, variables, rng)
+    return variables
+
+  return mirror
