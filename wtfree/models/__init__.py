@@ -1,0 +1,27 @@
+"""Models whose every Dense and Conv follows one feedback rule.
+
+    >>> from wtfree import models
+    >>> model = models.get_model('resnet18', num_classes=1000, rule='usf')
+    >>> logits = model.apply(variables, images, train=False)
+
+Every model has the fields ``num_classes``, ``rule`` and ``last_layer_bp`` and
+is called as ``model(x, *, train, mirror_pass=False)``; ``model.clone(rule='bp')``
+is its backprop twin.
+"""
+
+from wtfree.models.lenet import LeNet
+from wtfree.models.mlp import MLP
+from wtfree.models.registry import create, get_model, names, register
+from wtfree.models.resnet import BasicBlock, Bottleneck, ResNet
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "LeNet",
+    "MLP",
+    "ResNet",
+    "create",
+    "get_model",
+    "names",
+    "register",
+]

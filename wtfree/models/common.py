@@ -1,0 +1,57 @@
+"""Pieces every model shares: activations by name, BatchNorm, the output rule."""
+
+from collections.abc import Callable
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wtfree import feedback
+
+Array = jax.Array
+
+
+def identity(x: Array) -> Array:
+  """``f(x) = x``: the mirror activation of layers no nonlinearity follows."""
+  return x
+
+
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": nn.sigmoid,
+    "linear": identity,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+  """The nonlinearity called ``name`` ('relu', 'tanh', 'sigmoid', 'linear').
+
+  Raises:
+    ValueError: for an unknown name.
+  """
+  if name not in _ACTIVATIONS:
+    raise ValueError(f"activation {name!r} is not one of {', '.join(_ACTIVATIONS)}")
+  return _ACTIVATIONS[name]
+
+
+def batch_norm(*, train: bool, mirror_pass: bool, dtype: Any = None) -> Callable[..., nn.Module]:
+  """A BatchNorm constructor: momentum 0.9, epsilon 1e-5.
+
+  Mirror passes feed noise through the network, so they normalise with the
+  running averages and leave them untouched, whatever ``train`` says.
+  """
+  return functools.partial(
+      nn.BatchNorm,
+      use_running_average=not train or mirror_pass,
+      momentum=0.9,
+      epsilon=1e-5,
+      dtype=dtype,
+  )
+
+
+def output_rule(rule: "str | feedback.Rule", last_layer_bp: bool) -> "str | feedback.Rule":
+  """The rule of a model's output layer: ``'bp'`` if ``last_layer_bp``, else ``rule``."""
+  return "bp" if last_layer_bp else rule

@@ -1,0 +1,115 @@
+"""Models by name: ``get_model('resnet50', num_classes=1000, rule='kp')``."""
+
+from collections.abc import Mapping
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wtfree import feedback
+from wtfree.models.lenet import LeNet
+from wtfree.models.mlp import MLP
+from wtfree.models.resnet import ResNet
+
+_MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
+
+
+def register(name: str, cls: type[nn.Module], **defaults: Any) -> None:
+  """Makes ``get_model(name, **kw)`` build ``cls(**defaults, **kw)``."""
+  _MODELS[name] = (cls, defaults)
+
+
+def names() -> tuple[str, ...]:
+  """The names of all registered models."""
+  return tuple(_MODELS)
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+  """Builds the model called ``name``; ``kwargs`` override its defaults.
+
+  Args:
+    name: a registered name ('mlp', 'lenet', 'resnet18', 'resnet20', ...).
+    **kwargs: fields of the model class, e.g. ``num_classes=10, rule='fa'``.
+
+  Raises:
+    ValueError: for an unknown name or a field the model does not have.
+  """
+  if name not in _MODELS:
+    raise ValueError(f"model {name!r} is not one of {', '.join(_MODELS)}")
+  cls, defaults = _MODELS[name]
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ValueError(f"model {name!r} ({cls.__name__}) takes fields {sorted(fields)}, not {unknown}")
+  return cls(**{**defaults, **kwargs})
+
+
+def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+  """Builds the model a config names.
+
+  Reads ``config.model``, ``config.rule``, ``config.rule_options`` (fields
+  of the rules, e.g. ``{'p': 0.8}``; those of other rules than
+  ``config.rule`` are ignored), ``config.last_layer_bp`` and
+  ``config.model_options`` (fields of the model, e.g. ``{'widths': (1000,),
+  'activation': 'sigmoid'}``); the last three are optional.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` or anything with ``.get``.
+    num_classes: size of the output layer.
+    input_shape: one example's shape, e.g. ``(224, 224, 3)``. When given, the
+      model is traced on it (``jax.eval_shape``, no compute) so that a model
+      that cannot take such inputs fails here, naming both.
+
+  Returns:
+    The linen module; apply it as ``model.apply(variables, x, train=...)``.
+  """
+  rule = feedback.get_rule(config.rule, **_rule_options(config.rule, config.get("rule_options", None)))
+  options: Mapping[str, Any] = dict(config.get("model_options", None) or {})
+  model = get_model(
+      config.model,
+      num_classes=num_classes,
+      rule=rule,
+      last_layer_bp=bool(config.get("last_layer_bp", False)),
+      **options,
+  )
+  if input_shape is not None:
+    _check_input(model, config.model, tuple(input_shape))
+  return model
+
+
+def _fields(rule: "str | feedback.Rule") -> set[str]:
+  return {f.name for f in dataclasses.fields(feedback.get_rule(rule))}
+
+
+def _rule_options(rule: "str | feedback.Rule", options: Mapping[str, Any] | None) -> dict[str, Any]:
+  # One rule_options block serves every rule (configs/default.py), so options
+  # that belong to other rules are dropped; a name no rule knows is a typo.
+  options = dict(options or {})
+  known = set().union(*(_fields(name) for name in feedback.names()))
+  unknown = sorted(set(options) - known)
+  if unknown:
+    raise ValueError(f"rule_options {unknown} are fields of no rule; rules take {sorted(known)}")
+  return {k: v for k, v in options.items() if k in _fields(rule)}
+
+
+def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> None:
+  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  keys = {"params": jax.random.key(0), "feedback": jax.random.key(1)}
+  try:
+    jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"model {name!r} cannot take inputs of shape {input_shape}: {e}") from e
+
+
+register("mlp", MLP)
+register("lenet", LeNet)
+register("resnet18", ResNet, stage_sizes=(2, 2, 2, 2), block="basic")
+register("resnet34", ResNet, stage_sizes=(3, 4, 6, 3), block="basic")
+register("resnet50", ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck")
+register("resnet101", ResNet, stage_sizes=(3, 4, 23, 3), block="bottleneck")
+register("resnet20", ResNet, stage_sizes=(3, 3, 3), block="basic", num_filters=16, stem="cifar")
+register("resnet56", ResNet, stage_sizes=(9, 9, 9), block="basic", num_filters=16, stem="cifar")
+# For tests: runs on 8x8 inputs in milliseconds.
+register("resnet_tiny", ResNet, stage_sizes=(1, 1), block="basic", num_filters=8, stem="cifar")
