@@ -45,6 +45,9 @@ class _FeedbackLayer(nn.Module):
   def _key(self, rule: feedback.Rule) -> Array | None:
     if not rule.needs_rng:
       return None
+    if self.is_initializing() and not self.has_rng("feedback"):
+      # No backward pass runs at init, so the draw is never used.
+      return jax.random.key(0)
     if not self.has_rng("feedback"):
       raise ValueError(
           f"rule {rule.name!r} draws new feedback every step: pass "

@@ -173,6 +173,14 @@ def schedule(config, steps_per_epoch: float) -> optax.Schedule:
   return fn
 
 
+def check_names(config) -> None:
+  """Raises ValueError unless the config's optimizer and schedule exist."""
+  if config.optimizer not in _OPTIMIZERS:
+    raise ValueError(f"optimizer {config.optimizer!r} is not one of {', '.join(_OPTIMIZERS)}")
+  if config.schedule not in _SCHEDULES:
+    raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
+
+
 def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
   """The optimizer of a run, as one optax chain.
 
@@ -195,8 +203,7 @@ def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
   Raises:
     ValueError: for an unknown optimizer or schedule name.
   """
-  if config.optimizer not in _OPTIMIZERS:
-    raise ValueError(f"optimizer {config.optimizer!r} is not one of {', '.join(_OPTIMIZERS)}")
+  check_names(config)
   chain = []
   if config.get("weight_decay", 0.0):
     chain.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))

@@ -1,0 +1,12 @@
+"""ResNet-50 on ImageNet with Kolen-Pollack, as in Akrout et al. 2019.
+
+    python -m wtfree.main --config=configs/resnet50_kp.py --workdir=gs://BUCKET/resnet50_kp
+
+Needs ImageNet prepared for TFDS (see README, "Data"); data_dir via --config.data_dir.
+"""
+
+from configs import akrout_imagenet
+
+
+def get_config():
+  return akrout_imagenet.get_config(model="resnet50", rule="kp")

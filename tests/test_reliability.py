@@ -1,0 +1,151 @@
+"""Runs survive SIGKILL and SIGTERM, stop on divergence, and refuse bad configs."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from wtfree import checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMALL = [
+    "--config.model_options.widths=(32,)",
+    "--config.batch_size=32",
+    "--config.log_every_steps=10",
+    "--config.eval_every_steps=1000",
+    "--config.checkpoint_every_steps=5",
+    "--config.tensorboard=False",
+    "--config.angles=False",
+]
+
+
+def _command(workdir, *overrides, config="configs/digits_mlp.py"):
+  return [sys.executable, "-m", "wtfree.main", f"--config={config}", f"--workdir={workdir}", *SMALL, *overrides]
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # One device, as a user's CPU run.
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def _run(workdir, *overrides, **kw):
+  return subprocess.run(_command(workdir, *overrides, **kw), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _final(workdir):
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  step = ckpt.latest_step()
+  state, _ = ckpt.restore(step)
+  return step, state
+
+
+def _wait_for_checkpoint(workdir, at_least, process, timeout=120):
+  deadline = time.time() + timeout
+  directory = pathlib.Path(workdir) / "checkpoints"
+  while time.time() < deadline:
+    steps = [int(p.name) for p in directory.glob("*") if p.name.isdigit()] if directory.exists() else []
+    if steps and max(steps) >= at_least:
+      return
+    assert process.poll() is None, process.communicate()
+    time.sleep(0.2)
+  raise TimeoutError(f"no checkpoint at step >= {at_least} in {workdir}")
+
+
+def _assert_same_state(a, b):
+  import jax
+
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a["params"], b["params"])
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a["opt_state"], b["opt_state"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  result = _run(workdir, "--config.num_steps=120")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return _final(workdir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_killed_run_resumes_to_the_uninterrupted_parameters(sig, uninterrupted, tmp_path):
+  process = subprocess.Popen(_command(tmp_path, "--config.num_steps=120"), cwd=ROOT, env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(tmp_path, 10, process)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=120)
+  if sig == signal.SIGTERM:
+    assert process.returncode == 143, stderr[-3000:]
+    match = re.search(r"stopped on SIGTERM after step (\d+), checkpoint saved", stderr)
+    assert match, stderr[-3000:]
+    assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == int(match.group(1))
+  else:
+    assert process.returncode == -signal.SIGKILL
+  result = _run(tmp_path, "--config.num_steps=120")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Resumed from the checkpoint" in result.stderr
+  step, state = _final(tmp_path)
+  assert step == uninterrupted[0] == 120
+  _assert_same_state(state, uninterrupted[1])
+
+
+def test_truncated_latest_checkpoint_is_skipped(uninterrupted, tmp_path):
+  result = _run(tmp_path, "--config.num_steps=20")
+  assert result.returncode == 0, result.stderr[-3000:]
+  latest = tmp_path / "checkpoints" / "20"
+  for path in latest.rglob("*"):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  result = _run(tmp_path, "--config.num_steps=120")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "cannot be read" in result.stderr
+  assert "Resumed from the checkpoint at step 15" in result.stderr
+  step, state = _final(tmp_path)
+  assert step == 120
+  _assert_same_state(state, uninterrupted[1])
+
+
+def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  result = _run(tmp_path, "--config.num_steps=200", "--config.learning_rate=1e30", "--config.checkpoint_every_steps=1")
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "with rule 'fa'" in result.stderr and "last good checkpoint is step" in result.stderr
+  assert "Traceback" not in result.stderr
+  step, state = _final(tmp_path)
+  import jax
+
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state["params"]))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--config.rule=fx"], "rule 'fx' is not one of bp, fa"),
+        (["--config.model=vgg"], "model 'vgg' is not one of"),
+        (["--config.dataset=imagenet3000"], "imagenet3000"),
+        (["--config.batch_size=30"], "does not divide"),
+        (["--config.optimizer=adam", "--config.batch_manhattan=True"], "contradicts"),
+        (["--config.mirror_epochs=2.0"], "apply only to rule 'wm'"),
+    ],
+)
+def test_bad_config_exits_2_with_a_message_and_no_traceback(overrides, message, tmp_path):
+  env = _env()
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  result = subprocess.run(_command(tmp_path, *overrides), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+  assert _run(tmp_path, "--config.num_steps=5").returncode == 0
+  result = _run(tmp_path, "--config.num_steps=10", "--config.rule=kp")
+  assert result.returncode == 2
+  assert "holds a run with rule='fa'" in result.stderr
+  assert _run(tmp_path, "--config.num_steps=10", "--config.rule=kp", "--config.resume_anyway=True").returncode == 0

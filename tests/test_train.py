@@ -1,0 +1,102 @@
+"""The sharded train step, resuming, and the training loop end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import digits_mlp
+from wtfree import data
+from wtfree import models
+from wtfree import optim
+from wtfree import sharding
+from wtfree import train
+
+
+def _config(**overrides):
+  config = digits_mlp.get_config()
+  config.model_options.widths = (32,)
+  config.batch_size = 32
+  config.eval_batch_size = 360
+  config.log_every_steps = 5
+  config.eval_every_steps = 10
+  config.checkpoint_every_steps = 5
+  config.mirror_batch_size = 64
+  config.tensorboard = False
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _leaves_equal(a, b, **tol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol), a, b)
+
+
+def _run_steps(config, devices, steps):
+  """``steps`` train steps on a mesh of ``devices``, blocking on each."""
+  mesh = sharding.make_mesh(devices)
+  ds = data.get_dataset(config)
+  model = models.create(config, ds.num_classes, ds.input_shape)
+  tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
+  mirror_fn = None
+  if config.rule == "wm":
+    from wtfree import mirror
+
+    mirror_fn = mirror.make_mirror_fn(model, ds.input_shape, config.mirror_batch_size, 1, sharding.batch_sharding(mesh))
+  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
+  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, mirror_fn=mirror_fn))
+  batches = ds.train_batches()
+  for _ in range(steps):
+    state, _ = step(state, sharding.global_batch(next(batches), mesh))
+    jax.block_until_ready(state)
+  return jax.device_get(state)
+
+
+@pytest.mark.parametrize("rule", ["bp", "fa", "kp", "wm"])
+def test_one_device_and_eight_give_the_same_parameters(rule):
+  config = _config(rule=rule)
+  one = _run_steps(config, jax.devices()[:1], 20)
+  eight = _run_steps(config, jax.devices()[:8], 20)
+  _leaves_equal(one.params, eight.params, rtol=2e-4, atol=2e-5)
+  _leaves_equal(one.feedback, eight.feedback, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("rule", ["bp", "brsf", "wm"])
+def test_resumed_run_equals_uninterrupted(rule, tmp_path):
+  extra = {"mirror_epochs": 0.2} if rule == "wm" else {}  # 0.2 epoch = 8 mirror-only steps
+  extra.update(angles=False, eval_every_steps=1000)
+  config = _config(rule=rule, num_steps=20, **extra)
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  train.train_and_evaluate(_config(rule=rule, num_steps=10, **extra), str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert int(resumed.step) == int(straight.step) == 20
+  for field in ("params", "feedback", "batch_stats", "opt_state", "rng"):
+    _leaves_equal(getattr(resumed, field), getattr(straight, field), rtol=0, atol=0)
+
+
+def test_train_and_evaluate_logs_metrics_and_angles(tmp_path):
+  config = _config(rule="fa", num_steps=20)
+  config.tensorboard = True
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 20
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train_records = [r for r in records if r["split"] == "train"]
+  eval_records = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in train_records] == [5, 10, 15, 20]
+  assert [r["step"] for r in eval_records] == [10, 20]
+  last = train_records[-1]
+  assert np.isfinite(last["train/loss"])
+  assert {"angle/weight/Dense_0", "angle/delta/Dense_0"} <= set(last) or any(k.startswith("angle/weight/") for k in last)
+  assert all(0.0 <= v <= 180.0 for k, v in last.items() if k.startswith("angle/"))
+  assert 0.0 <= eval_records[-1]["eval/top1"] <= 1.0
+  assert os.listdir(tmp_path / "tensorboard")
+  assert os.path.isdir(tmp_path / "checkpoints")
+
+
+def test_diverging_run_stops_with_step_and_rule(tmp_path):
+  config = _config(rule="fa", num_steps=40, learning_rate=1e30, checkpoint_every_steps=1)
+  with pytest.raises(train.DivergenceError, match=r"at step \d+ with rule 'fa'"):
+    train.train_and_evaluate(config, str(tmp_path))

@@ -1,0 +1,78 @@
+"""Checkpoints through orbax: the only module that imports it."""
+
+import os
+
+from absl import logging
+from etils import epath
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores the train state (and a JSON of metadata) in a workdir.
+
+  Checkpoints go to ``workdir/checkpoints/<step>``; the latest one is restored
+  by `restore_latest`, so a run started again in the same workdir resumes.
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 3, save_every_steps: int = 1):
+    directory = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "checkpoints"
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=save_every_steps, create=True
+    )
+    self._manager = ocp.CheckpointManager(directory, options=options)
+
+  def latest_step(self) -> int | None:
+    """The step of the newest checkpoint, or None."""
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, meta: dict, *, force: bool = False) -> bool:
+    """Saves ``state`` and ``meta`` at ``step`` (every ``save_every_steps`` unless forced)."""
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=force,
+    )
+
+  def restore_latest(self, abstract_state):
+    """Restores the newest readable checkpoint as ``(step, state, meta)``.
+
+    A checkpoint that cannot be read (a save cut short, a corrupt file) is
+    skipped with a warning in favour of the one before. Returns
+    ``(None, None, None)`` when there is none.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except Exception as e:  # orbax raises many types for unreadable data.
+        logging.warning("Checkpoint at step %d cannot be read (%s: %s); trying the one before.",
+                        step, type(e).__name__, e)
+        continue
+      return step, state, meta
+    return None, None, None
+
+  def restore(self, step: int, abstract_state=None):
+    """Restores ``(state, meta)`` at ``step``.
+
+    Into the shapes and shardings of ``abstract_state``; without one, as a
+    tree of host arrays (for inspecting a run).
+    """
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        ),
+    )
+    return restored.state, restored.meta
+
+  def wait(self) -> None:
+    """Blocks until pending saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_like(state):
+  """Shape, dtype and sharding of every leaf, for restoring into."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

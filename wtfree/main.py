@@ -1,0 +1,66 @@
+"""Runs a wtfree training job.
+
+    python -m wtfree.main --config=configs/digits_mlp.py --workdir=runs/digits
+    python -m wtfree.main --config=configs/resnet50_wm.py --workdir=gs://bucket/r50_wm \
+        --config.batch_size=1024
+
+Every process of a multi-host job runs this same command.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from wtfree import preemption
+from wtfree import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go; a run resumes from it.")
+flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "Call jax.distributed.initialize(): 'auto' does when the environment describes several hosts.",
+)
+config_flags.DEFINE_config_file("config", None, "A config file with get_config().", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _multi_host_environment() -> bool:
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return (
+      len([h for h in hosts.split(",") if h]) > 1
+      or "JAX_COORDINATOR_ADDRESS" in os.environ
+      or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+  )
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multi_host_environment()):
+    jax.distributed.initialize()
+  logging.info("JAX process %d of %d, %d local of %d devices (%s)",
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.default_backend())
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except ValueError as e:  # A config that cannot run: no traceback, exit 2.
+    _exit(f"error: {e}", 2)
+  except train.DivergenceError as e:
+    _exit(f"diverged: {e}", 1)
+  except preemption.Preempted as e:
+    _exit(str(e), 143)  # 128 + SIGTERM, as if the signal had ended the process.
+
+
+def _exit(message: str, code: int) -> None:
+  logging.error("%s", message)
+  print(message, file=sys.stderr)
+  sys.exit(code)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,339 @@
+"""The train state, the jitted train/eval/mirror steps, and the training loop."""
+
+import functools
+import time
+from typing import Any
+
+from absl import logging
+from etils import epath
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from wtfree import checkpoint
+from wtfree import data
+from wtfree import metrics
+from wtfree import mirror
+from wtfree import models
+from wtfree import optim
+from wtfree import preemption
+from wtfree import sharding
+from wtfree import validate
+from wtfree import writers
+
+Array = jax.Array
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a run needs to continue: a pure pytree, checkpointed whole.
+
+  Attributes:
+    step: steps taken (mirror-only steps included); also the data position.
+    params: W (and kp's B) per layer, BatchNorm scales and biases.
+    feedback: the ``feedback`` collection (fixed random B, magnitudes, wm's B).
+    batch_stats: BatchNorm running statistics.
+    opt_state: the optax state.
+    rng: raw key data; each step folds in its step number.
+  """
+
+  step: Array
+  params: Any
+  feedback: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: Array
+
+  def variables(self) -> dict:
+    """The model's variables, as ``Module.apply`` takes them."""
+    return {"params": self.params, "feedback": self.feedback, "batch_stats": self.batch_stats}
+
+  def key(self, stream: int) -> Array:
+    """A key for this step and ``stream`` (0 feedback, 1 mirror, 2 dropout)."""
+    key = jax.random.wrap_key_data(self.rng)
+    return jax.random.fold_in(jax.random.fold_in(key, self.step), stream)
+
+
+class DivergenceError(FloatingPointError):
+  """Training produced a non-finite loss."""
+
+
+def _loss(task: str, outputs: Array, labels: Array) -> Array:
+  """Per-example loss: cross entropy, or half the squared error for regression."""
+  if task == "regression":
+    return 0.5 * jnp.sum(jnp.square(outputs - labels), axis=-1)
+  return metrics.cross_entropy(outputs, labels)
+
+
+def create_train_state(model, tx, input_shape, seed: int, mesh) -> TrainState:
+  """Initialises the state shape-first, replicated over ``mesh``."""
+
+  def init(rng):
+    params_key, rng = jax.random.split(rng)
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    variables = model.init({"params": params_key}, dummy, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        feedback=variables.get("feedback", {}),
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(rng),
+    )
+
+  rng = jax.random.key(seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+  return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def _all_finite(tree) -> Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def train_step(
+    state: TrainState, batch: dict, *, model, tx, task: str, mirror_fn, skip_nonfinite: bool = False
+) -> tuple[TrainState, dict]:
+  """Forward, the rule's backward, the optimizer update, then mirror passes.
+
+  Returns the new state and metrics: ``loss``, ``top1`` (classification),
+  ``finite`` (loss and every gradient finite) and ``finite_grads``, a tree of
+  per-leaf flags that names the layers a divergence reached. With
+  ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the
+  state as it was, but for the step count.
+  """
+
+  def loss_fn(params):
+    outputs, updated = model.apply(
+        {**state.variables(), "params": params},
+        batch["image"],
+        train=True,
+        rngs={"feedback": state.key(0), "dropout": state.key(2)},
+        mutable=["batch_stats"],
+    )
+    return jnp.mean(_loss(task, outputs, batch["label"])), (outputs, updated)
+
+  (loss, (outputs, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      batch_stats=updated.get("batch_stats", state.batch_stats),
+      opt_state=opt_state,
+  )
+  if mirror_fn is not None:
+    mirrored = mirror_fn(new_state.variables(), state.key(1))
+    new_state = new_state.replace(feedback=mirrored["feedback"])
+  finite_grads = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  if skip_nonfinite:
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    new_state = kept.replace(step=state.step + 1)
+  step_metrics = {"loss": loss, "finite": finite, "finite_grads": finite_grads}
+  if task == "classification":
+    step_metrics["top1"] = jnp.mean(metrics.topk_correct(outputs, batch["label"], 1))
+  return new_state, step_metrics
+
+
+def mirror_only_step(state: TrainState, *, mirror_fn) -> TrainState:
+  """A step of the mirror-only warm-up: B learns, nothing else changes."""
+  mirrored = mirror_fn(state.variables(), state.key(1))
+  return state.replace(step=state.step + 1, feedback=mirrored["feedback"])
+
+
+def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
+  """Sums of loss, top-1 and top-5 over the real (unmasked) examples."""
+  outputs = model.apply(state.variables(), batch["image"], train=False, rngs={"feedback": state.key(0)})
+  mask = batch["mask"]
+  sums = {"loss": jnp.sum(_loss(task, outputs, batch["label"]) * mask), "count": jnp.sum(mask)}
+  if task == "classification":
+    for k in (1, 5):
+      sums[f"top{k}"] = jnp.sum(metrics.topk_correct(outputs, batch["label"], k) * mask)
+  return sums
+
+
+def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
+  """Per-layer weight angles, and delta angles on ``batch``, in degrees."""
+  variables = state.variables()
+  x, labels = batch["image"], batch["label"]
+  rngs = {"feedback": state.key(0)}
+  _, collected = model.apply(
+      variables, x, train=True, rngs=rngs, mutable=["alignment", "perturbations", "batch_stats"]
+  )
+
+  def loss_of(m):
+    def loss(perturbations):
+      outputs, _ = m.apply(
+          {**variables, "perturbations": perturbations}, x, train=True, rngs=rngs, mutable=["batch_stats"]
+      )
+      return jnp.mean(_loss(task, outputs, labels))
+
+    return loss
+
+  deltas = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), collected["perturbations"])
+  weights = metrics.weight_angles(collected["alignment"])
+  return {
+      **{f"angle/weight/{k}": v for k, v in weights.items()},
+      **{f"angle/delta/{k}": v for k, v in deltas.items()},
+  }
+
+
+def _nonfinite_layers(finite_grads) -> list[str]:
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(finite_grads))
+  layers = ["/".join(path[:-1]) for path, ok in flat.items() if not bool(ok)]
+  return list(dict.fromkeys(layers))
+
+
+def _divergence_message(config, step: int, step_metrics: dict, last_good, workdir: str) -> str:
+  layers = _nonfinite_layers(step_metrics["finite_grads"])
+  where = f"; non-finite gradients in {', '.join(layers)}" if layers else ""
+  kept = f"the last good checkpoint is step {last_good} in {workdir}" if last_good else "no checkpoint was saved yet"
+  return (
+      f"loss is {float(step_metrics['loss'])} at step {step} with rule {config.rule!r}{where}; {kept}. "
+      "Lower the learning rate, add BatchNorm (--config.model_options.batch_norm=True), "
+      "Batch Manhattan (--config.batch_manhattan=True), or skip such steps "
+      "(--config.skip_nonfinite=True)."
+  )
+
+
+def _save_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains and evaluates the run ``config`` describes, resuming from ``workdir``.
+
+  Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
+  a run started again with the same workdir continues from its latest
+  checkpoint and sees exactly the batches it would have seen. On SIGTERM it
+  saves at the end of the current step and raises `preemption.Preempted`.
+
+  Args:
+    config: the run's hyperparameters (see ``configs/default.py``).
+    workdir: where checkpoints and metrics go (local path or ``gs://``).
+
+  Returns:
+    The final train state.
+
+  Raises:
+    ValueError: for a config that cannot run, before anything is compiled.
+    DivergenceError: on a non-finite loss or gradient (unless
+      ``config.skip_nonfinite``); the last good checkpoint stays.
+  """
+  validate.check_config(config)
+  validate.check_workdir(config, workdir)
+  mesh = sharding.make_mesh()
+  ds = data.get_dataset(config)
+  model = models.create(config, ds.num_classes, ds.input_shape)
+  steps_per_epoch = max(1, ds.num_train // config.batch_size)
+  total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
+  mirror_fn = None
+  mirror_steps = 0
+  if config.rule == "wm":
+    mirror_fn = mirror.make_mirror_fn(
+        model, ds.input_shape, config.mirror_batch_size, config.mirror_passes, sharding.batch_sharding(mesh)
+    )
+    mirror_steps = optim.mirror_steps(config, steps_per_epoch)
+  tx = optim.make(config, steps_per_epoch)
+
+  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh)
+  ckpt = checkpoint.Checkpointer(
+      workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
+  )
+  resumed, restored, _ = ckpt.restore_latest(checkpoint.abstract_like(state))
+  if resumed is not None:
+    state = restored
+    logging.info("Resumed from the checkpoint at step %d in %s", resumed, workdir)
+  _save_config(config, workdir)
+  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+
+  skip = bool(config.get("skip_nonfinite", False))
+  jit_train = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, task=ds.task, mirror_fn=mirror_fn, skip_nonfinite=skip),
+      donate_argnums=0,
+  )
+  jit_mirror = jax.jit(functools.partial(mirror_only_step, mirror_fn=mirror_fn), donate_argnums=0)
+  jit_eval = jax.jit(functools.partial(eval_step, model=model, task=ds.task))
+  jit_align = jax.jit(functools.partial(alignment_step, model=model, task=ds.task))
+
+  def evaluate(step):
+    sums = None
+    for local in ds.eval_batches():
+      batch_sums = jax.device_get(jit_eval(state, sharding.global_batch(local, mesh)))
+      sums = batch_sums if sums is None else jax.tree.map(np.add, sums, batch_sums)
+    count = max(float(sums.pop("count")), 1.0)
+    results = {f"eval/{k}": float(v) / count for k, v in sums.items()}
+    writer.write(step, "eval", results)
+    logging.info("step %d eval %s", step, _fmt(results))
+
+  def save(step, force=False):
+    minutes = config.get("checkpoint_every_minutes", 0)
+    force = force or (minutes > 0 and time.time() - save.last > 60 * minutes)
+    if ckpt.save(step, state, {"data_position": step, "rule": config.rule}, force=force):
+      save.last = time.time()
+
+  save.last = time.time()
+  start = int(state.step)
+  batches = None
+  history: list[dict] = []
+  skipped = 0
+  tick, tick_step = time.time(), start
+  with preemption.StopOnSigterm() as stop:
+    for step in range(start, total_steps):
+      if step < mirror_steps:
+        state = jit_mirror(state)
+        jax.block_until_ready(state.step)
+        batch = None
+      else:
+        if batches is None:
+          batches = ds.train_batches(start_step=step)
+        batch = sharding.global_batch(next(batches), mesh)
+        state, step_metrics = jit_train(state, batch)
+        step_metrics = jax.device_get(step_metrics)
+        if not step_metrics["finite"]:
+          if not skip:
+            ckpt.wait()
+            raise DivergenceError(_divergence_message(config, step + 1, step_metrics, ckpt.latest_step(), workdir))
+          skipped += 1
+          logging.warning("step %d: non-finite loss or gradients, step skipped", step + 1)
+        else:
+          history.append({k: v for k, v in step_metrics.items() if k not in ("finite", "finite_grads")})
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == total_steps:
+        elapsed = time.time() - tick
+        summary = {"train/examples_per_second": (done - tick_step) * config.batch_size / max(elapsed, 1e-9)}
+        if history:
+          summary.update({f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]})
+        if skipped:
+          summary["train/skipped_steps"] = skipped
+        if batch is not None and config.get("angles", True):
+          summary.update(jax.device_get(jit_align(state, batch)))
+        writer.write(done, "train", summary)
+        eta = (total_steps - done) * elapsed / max(done - tick_step, 1)
+        logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip="angle/"), eta)
+        history, tick, tick_step = [], time.time(), done
+      if done % config.eval_every_steps == 0 or done == total_steps:
+        evaluate(done)
+      save(done, force=done == total_steps or stop.requested)
+      if stop.requested:
+        ckpt.wait()
+        writer.close()
+        raise preemption.Preempted(
+            f"stopped on SIGTERM after step {done}, checkpoint saved in {workdir}; "
+            "run the same command again to resume"
+        )
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  return state
+
+
+def _fmt(values: dict, skip: str | None = None) -> str:
+  return " ".join(f"{k}={v:.4g}" for k, v in values.items() if not (skip and k.startswith(skip)))

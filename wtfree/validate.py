@@ -1,0 +1,78 @@
+"""Checks a config at start-up, before anything is compiled or loaded."""
+
+import json
+
+from etils import epath
+import jax
+
+from wtfree import feedback
+from wtfree import models
+from wtfree import optim
+
+# Fields compared between a run in a workdir and a new start there: a
+# difference in any other field (logging, checkpoint cadence, length) is
+# allowed, so that a run can be extended or its logging changed.
+_IDENTITY_FIELDS = (
+    "dataset", "model", "model_options", "rule", "rule_options", "last_layer_bp",
+    "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
+    "batch_manhattan", "schedule", "batch_size", "seed",
+)
+
+
+def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
+  """Raises ValueError naming the problem and the fix for a config that cannot run.
+
+  Checks: the rule, model, optimizer, schedule and data set exist; the global
+  batch sizes divide over devices and hosts; Batch Manhattan is not paired
+  with Adam; mirror settings are not given to a rule other than wm.
+  """
+  from wtfree import data  # Imported here: loading it pulls in tfds.
+
+  feedback.get_rule(config.rule)
+  if config.model not in models.names():
+    raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
+  data.check_name(config.dataset)
+  optim.check_names(config)
+  devices = jax.device_count() if device_count is None else device_count
+  hosts = jax.process_count() if process_count is None else process_count
+  for field in ("batch_size", "eval_batch_size", "mirror_batch_size"):
+    size = config.get(field, None)
+    if field == "mirror_batch_size" and config.rule != "wm":
+      continue
+    if size is not None and (size % devices or size % hosts):
+      raise ValueError(
+          f"global {field} {size} does not divide over {devices} devices and {hosts} hosts: "
+          f"use a multiple of {devices} (--config.{field}=...)"
+      )
+  if config.get("batch_manhattan", False) and config.optimizer == "adam":
+    raise ValueError(
+        "batch_manhattan=True with optimizer 'adam' contradicts: Adam rescales the signs "
+        "away. Use --config.optimizer=sgd or --config.batch_manhattan=False"
+    )
+  if config.rule != "wm" and (config.get("mirror_epochs", 0) or config.get("mirror_passes", 1) != 1):
+    raise ValueError(
+        f"mirror settings (mirror_epochs={config.get('mirror_epochs', 0)}, "
+        f"mirror_passes={config.get('mirror_passes', 1)}) apply only to rule 'wm', "
+        f"not {config.rule!r}: drop them or use --config.rule=wm"
+    )
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Refuses a workdir that holds a run with a different config.
+
+  Raises:
+    ValueError: naming the first differing field, unless
+      ``config.resume_anyway`` is set.
+  """
+  saved = epath.Path(workdir) / "config.json"
+  if config.get("resume_anyway", False) or not saved.exists():
+    return
+  previous = json.loads(saved.read_text())
+  current = json.loads(config.to_json_best_effort())
+  for field in _IDENTITY_FIELDS:
+    if previous.get(field) != current.get(field):
+      raise ValueError(
+          f"workdir {workdir} holds a run with {field}={previous.get(field)!r}, this config has "
+          f"{field}={current.get(field)!r}: use a new --workdir, or --config.resume_anyway=True "
+          "to continue that run with this config"
+      )
