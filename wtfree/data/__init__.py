@@ -1,0 +1,34 @@
+"""Data for wtfree: TFDS sets through grain, small in-memory sets, synthetic tasks.
+
+    >>> from wtfree import data
+    >>> ds = data.get_dataset(config)        # config.dataset = 'cifar10', 'digits', ...
+    >>> batch = next(ds.train_batches(start_step=0))
+    >>> batch['image'].shape                 # (batch_size // process_count, *ds.input_shape)
+
+Names: the TFDS sets imagenet2012, cifar10, cifar100, mnist, fashion_mnist,
+svhn_cropped and stl10 (prepared with ``tfds build NAME
+--file_format=array_record``); 'digits' and 'mnist1d' (offline, in memory);
+'arrays' (an ``.npz`` at ``config.data_path``); and Lillicrap et al.'s
+regression tasks 'linear_teacher', 'tanh_teacher', 'quadratic_teacher' (see
+``data.synthetic`` for the teachers themselves).
+"""
+
+from wtfree.data import synthetic
+from wtfree.data.pipeline import Dataset
+from wtfree.data.registry import check_name, get_dataset, names, register
+from wtfree.data.source import ArraySource, Source, Splits, array_splits
+from wtfree.data.tfds_sets import DataNotPreparedError
+
+__all__ = [
+    "ArraySource",
+    "DataNotPreparedError",
+    "Dataset",
+    "Source",
+    "Splits",
+    "array_splits",
+    "check_name",
+    "get_dataset",
+    "names",
+    "register",
+    "synthetic",
+]

@@ -1,0 +1,64 @@
+"""What a data set hands the pipeline: two random-access splits and their description."""
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+
+class Source(Protocol):
+  """A random-access split that reads whole batches.
+
+  ``read(indices, keys)`` returns ``{'image': float32 [n, ...], 'label': [n, ...]}``
+  for the examples at ``indices``; ``keys`` is an int array ``[n, 3]`` of
+  per-example random seeds for augmentation, or None for the eval transform.
+  """
+
+  def __len__(self) -> int: ...
+
+  def read(self, indices: np.ndarray, keys: np.ndarray | None) -> dict[str, np.ndarray]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+  """A split held in memory, read by fancy indexing; no augmentation."""
+
+  x: np.ndarray
+  y: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.x)
+
+  def read(self, indices: np.ndarray, keys: np.ndarray | None) -> dict[str, np.ndarray]:
+    del keys  # In-memory sets are not augmented.
+    return {"image": self.x[indices], "label": self.y[indices]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """A data set as its builder makes it, before batching.
+
+  Attributes:
+    train, test: the two splits.
+    num_classes: classes, or the output dimension of a regression task.
+    input_shape: one example's shape.
+    task: 'classification' or 'regression'.
+  """
+
+  train: Source
+  test: Source
+  num_classes: int
+  input_shape: tuple[int, ...]
+  task: str = "classification"
+
+
+def array_splits(x_train, y_train, x_test, y_test, num_classes: int, task: str = "classification") -> Splits:
+  """``Splits`` of in-memory arrays: inputs as float32, labels int32 (classification) or float32."""
+  label_dtype = np.int32 if task == "classification" else np.float32
+  return Splits(
+      train=ArraySource(np.asarray(x_train, np.float32), np.asarray(y_train, label_dtype)),
+      test=ArraySource(np.asarray(x_test, np.float32), np.asarray(y_test, label_dtype)),
+      num_classes=int(num_classes),
+      input_shape=tuple(np.shape(x_train)[1:]),
+      task=task,
+  )
