@@ -7,6 +7,7 @@
 Every process of a multi-host job runs this same command.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -29,6 +30,13 @@ config_flags.DEFINE_config_file("config", None, "A config file with get_config()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietCheckpointing(std_logging.Filter):
+  """Keeps orbax's per-save INFO lines out of the console; warnings pass."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def _multi_host_environment() -> bool:
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   return (
@@ -41,6 +49,7 @@ def _multi_host_environment() -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_logger().addFilter(_QuietCheckpointing())
   if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multi_host_environment()):
     jax.distributed.initialize()
   logging.info("JAX process %d of %d, %d local of %d devices (%s)",
