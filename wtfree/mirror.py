@@ -43,9 +43,12 @@ def mirrored_feedback(
   y = y - jnp.mean(y, axis=tuple(range(y.ndim - 1)), keepdims=True)
   _, kernel_vjp = jax.vjp(lambda w_: op(noise, w_), w)
   (summed,) = kernel_vjp(y)
-  # Each weight joins one input/output pair per example and output position.
-  pairs = y.size // y.shape[-1]
-  return b + eta * summed / pairs - decay * b
+  # The number of input/output pairs each weight joins: the batch for a dense
+  # layer; for a convolution fewer at the kernel's edges, where padding feeds
+  # zeros, so dividing by a single count would shrink B's border weights.
+  _, count_vjp = jax.vjp(lambda w_: op(jnp.ones_like(noise), w_), w)
+  (pairs,) = count_vjp(jnp.ones_like(y))
+  return b + eta * summed / jnp.maximum(pairs, 1.0) - decay * b
 
 
 def make_mirror_fn(

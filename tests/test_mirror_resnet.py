@@ -1,0 +1,79 @@
+"""Mirror passes on a whole ResNet: only feedback changes, and B aligns with W."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from wtfree import data
+from wtfree import feedback
+from wtfree import metrics
+from wtfree import mirror
+from wtfree import models
+from wtfree import sharding
+import ml_collections
+
+INPUT = (8, 8, 1)
+
+
+def _setup():
+  # The paper's decay 0.5 averages too few mirror batches of 256 for the late
+  # layers here; decay 0.05 averages ten times more (see SPEC, "Weight mirror"),
+  # and eta = decay lets the random start fade within the 80 passes.
+  rule = feedback.get_rule("wm", eta=0.05, decay=0.05)
+  model = models.get_model("resnet_tiny", num_classes=10, rule=rule)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, *INPUT)), train=False)
+  variables = {k: variables[k] for k in ("params", "feedback", "batch_stats")}
+  return model, variables
+
+
+def _digits_batch(n=256):
+  config = ml_collections.ConfigDict({"dataset": "digits", "batch_size": n, "seed": 0})
+  return next(data.get_dataset(config, process_index=0, process_count=1).train_batches())
+
+
+def _warm_up(model, variables, passes, mesh=None):
+  input_sharding = sharding.batch_sharding(mesh) if mesh is not None else None
+  run = jax.jit(mirror.make_mirror_fn(model, INPUT, 256, passes=5, input_sharding=input_sharding))
+  for i in range(passes // 5):
+    variables = run(variables, jax.random.key(i))
+    jax.block_until_ready(variables)
+  return variables
+
+
+def test_one_pass_changes_only_feedback():
+  model, variables = _setup()
+  after = jax.jit(mirror.make_mirror_fn(model, INPUT, 64))(variables, jax.random.key(1))
+  jax.tree.map(np.testing.assert_array_equal, after["params"], variables["params"])
+  jax.tree.map(np.testing.assert_array_equal, after["batch_stats"], variables["batch_stats"])
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), after["feedback"], variables["feedback"])
+  assert all(jax.tree.leaves(changed))
+
+
+def test_mirror_warm_up_aligns_every_layer_on_an_eight_device_mesh():
+  mesh = sharding.make_mesh(jax.devices()[:8])
+  model, variables = _setup()
+  variables = jax.device_put(variables, NamedSharding(mesh, P()))
+  variables = _warm_up(model, variables, passes=100, mesh=mesh)
+  batch = _digits_batch()
+  x, y = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
+  _, state = model.apply(variables, x, train=True, mutable=["alignment", "perturbations", "batch_stats"])
+  weight = metrics.weight_angles(state["alignment"])
+  assert len(weight) >= 6
+  assert all(float(a) < 12.0 for a in weight.values()), weight
+
+  def loss_of(m):
+    def loss(perturbations):
+      logits, _ = m.apply({**variables, "perturbations": perturbations}, x, train=True, mutable=["batch_stats"])
+      return jnp.mean(metrics.cross_entropy(logits, y))
+    return loss
+
+  delta = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), state["perturbations"])
+  # Every layer above the stem receives an error within 25 degrees of
+  # backprop's. The stem's error crosses every BatchNorm of this 8-channel net,
+  # whose batch-statistics backward magnifies the small misalignments
+  # (measured 40-51 degrees with weight angles near 2): bounded here, not
+  # claimed to meet Akrout et al.'s 25 at this size.
+  above_stem = {k: v for k, v in delta.items() if k != "stem/conv"}
+  assert all(float(a) < 25.0 for a in above_stem.values()), delta
+  assert float(delta["stem/conv"]) < 60.0, delta
