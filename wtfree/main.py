@@ -4,7 +4,10 @@
     python -m wtfree.main --config=configs/resnet50_wm.py --workdir=gs://bucket/r50_wm \
         --config.batch_size=1024
 
-Every process of a multi-host job runs this same command.
+Every process of a multi-host job runs this same command. Outside Cloud TPU,
+Slurm and Open MPI, which jax detects by itself, describe the job to each
+process with JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and
+JAX_PROCESS_ID (0 on the host at that address).
 """
 
 import logging as std_logging
@@ -46,12 +49,30 @@ def _multi_host_environment() -> bool:
   )
 
 
+def _distributed_args() -> dict:
+  """num_processes and process_id from JAX_NUM_PROCESSES and JAX_PROCESS_ID, where set.
+
+  jax reads JAX_COORDINATOR_ADDRESS itself, but takes the other two only from
+  the clusters it detects; without them it stops with "Number of processes
+  must be defined".
+  """
+  args = {}
+  for variable, name in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    value = os.environ.get(variable)
+    if value is not None:
+      try:
+        args[name] = int(value)
+      except ValueError:
+        raise app.UsageError(f"{variable}={value!r} is not an integer") from None
+  return args
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_logger().addFilter(_QuietCheckpointing())
   if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multi_host_environment()):
-    jax.distributed.initialize()
+    jax.distributed.initialize(**_distributed_args())
   logging.info("JAX process %d of %d, %d local of %d devices (%s)",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())
