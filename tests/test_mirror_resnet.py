@@ -18,9 +18,10 @@ INPUT = (8, 8, 1)
 
 def _setup():
   # The paper's decay 0.5 averages too few mirror batches of 256 for the late
-  # layers here; decay 0.05 averages ten times more (see SPEC, "Weight mirror"),
-  # and eta = decay lets the random start fade within the 80 passes.
-  rule = feedback.get_rule("wm", eta=0.05, decay=0.05)
+  # layers here; decay 0.05 averages ten times more (see SPEC, "Weight mirror").
+  # eta / decay = 2 makes B ~ W behind a ReLU (whose covariance is W / 2): a
+  # smaller B would shrink each residual branch's error against its shortcut.
+  rule = feedback.get_rule("wm", eta=0.1, decay=0.05)
   model = models.get_model("resnet_tiny", num_classes=10, rule=rule)
   variables = model.init(jax.random.key(0), jnp.zeros((1, *INPUT)), train=False)
   variables = {k: variables[k] for k in ("params", "feedback", "batch_stats")}
@@ -69,11 +70,4 @@ def test_mirror_warm_up_aligns_every_layer_on_an_eight_device_mesh():
     return loss
 
   delta = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), state["perturbations"])
-  # Every layer above the stem receives an error within 25 degrees of
-  # backprop's. The stem's error crosses every BatchNorm of this 8-channel net,
-  # whose batch-statistics backward magnifies the small misalignments
-  # (measured 40-51 degrees with weight angles near 2): bounded here, not
-  # claimed to meet Akrout et al.'s 25 at this size.
-  above_stem = {k: v for k, v in delta.items() if k != "stem/conv"}
-  assert all(float(a) < 25.0 for a in above_stem.values()), delta
-  assert float(delta["stem/conv"]) < 60.0, delta
+  assert all(float(a) < 25.0 for a in delta.values()), delta

@@ -1,0 +1,85 @@
+"""Each experiment's --quick run: writes PNG + JSON and shows the paper's qualitative claim."""
+
+import json
+import os
+
+
+from wtfree.experiments import akrout_angles
+from wtfree.experiments import liao_sign
+from wtfree.experiments import lillicrap_depth
+from wtfree.experiments import lillicrap_linear
+from wtfree.experiments import lillicrap_mnist
+
+
+def _written(tmp_path, name):
+  assert os.path.getsize(tmp_path / f"{name}.png") > 0
+  with open(tmp_path / f"{name}.json") as f:
+    return json.load(f)
+
+
+def test_lillicrap_linear_fa_learns_like_bp_and_aligns(tmp_path):
+  lillicrap_linear.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "lillicrap_linear")
+  assert {"setup", "steps", "test_error", "fa_delta_angle", "summary"} <= set(record)
+  s = record["summary"]
+  end, start = s["final_error_mean"], s["initial_error_mean"]
+  assert set(end) == {"bp", "fa", "shallow", "node_perturbation"}
+  # fa's error falls like bp's: far below the start, and no worse than 3x bp's.
+  assert end["fa"] < 0.05 * start["fa"] and end["bp"] < 0.05 * start["bp"], end
+  assert end["fa"] < 3 * end["bp"], end
+  # Shallow learning and node perturbation lag far behind.
+  assert end["shallow"] > 10 * end["fa"] and end["node_perturbation"] > 10 * end["fa"], end
+  # The hidden error signal starts orthogonal to bp's and aligns.
+  assert s["fa_delta_angle_start_mean"] > 70, s
+  assert s["fa_delta_angle_end_mean"] < 60, s
+
+
+def test_liao_sign_concordance_and_bn_bm_matter(tmp_path):
+  liao_sign.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "liao_sign")
+  assert {"setup", "table", "sweep", "summary"} <= set(record)
+  errors, sweep = record["summary"]["error_mean"], record["summary"]["sweep_error_mean"]
+  # Error rises as sign concordance falls: p = 1 clearly beats random signs.
+  assert sweep["1.0"] < sweep["0.5"] - 5, sweep
+  # Asymmetric rules with feedback magnitudes independent of W need BN and BM.
+  for rule in ("usf", "frsf"):
+    assert errors[rule]["plain"] > errors[rule]["BN+BM"] + 10, errors
+    assert errors[rule]["BN+BM"] < 25, errors
+
+
+def test_akrout_angles_kp_and_wm_align_fa_does_not(tmp_path):
+  akrout_angles.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "akrout_angles")
+  assert {"setup", "history", "summary"} <= set(record)
+  s = record["summary"]
+  weight, delta = s["final_weight_angle"], s["final_delta_angle"]
+  mean = lambda d: sum(d.values()) / len(d)
+  # Kolen-Pollack: B -> W, so both angles go to ~0 in every layer.
+  assert s["max_final_weight_angle"]["kp"] < 5 and s["max_final_delta_angle"]["kp"] < 5, s
+  # Weight mirror: every layer under 12 deg (Akrout Fig. 4a), deltas under 25.
+  assert s["max_final_weight_angle"]["wm"] < 12, weight["wm"]
+  assert s["max_final_delta_angle"]["wm"] < 25, delta["wm"]
+  # Feedback alignment stays far from backprop.
+  assert mean(weight["fa"]) > 45 and mean(delta["fa"]) > 45, (weight["fa"], delta["fa"])
+
+
+def test_lillicrap_mnist_fa_and_sparse_fa_beat_shallow(tmp_path):
+  lillicrap_mnist.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "lillicrap_mnist")
+  assert {"setup", "errors", "summary"} <= set(record)
+  errors = record["summary"]["error_mean"]["mnist1d"]
+  assert set(errors) == {"bp", "fa", "fa_sparse50", "shallow"}
+  # The hidden layer learns under fa, also with half of W and B removed.
+  assert errors["bp"] < errors["shallow"] - 15, errors
+  assert errors["fa"] < errors["shallow"] - 8, errors
+  assert errors["fa_sparse50"] < errors["shallow"] - 3, errors
+
+
+def test_lillicrap_depth_deeper_student_wins_under_fa(tmp_path):
+  lillicrap_depth.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "lillicrap_depth")
+  assert {"setup", "steps", "final_errors", "summary"} <= set(record)
+  test = record["summary"]["t_test"]["fa"]
+  errors = record["summary"]["final_error_mean"]["fa"]
+  assert errors["30-20-10-10"] < errors["30-20-10"], errors
+  assert test["deeper_better"] and test["p"] < 0.05, test
