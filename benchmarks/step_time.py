@@ -1,0 +1,401 @@
+"""Train-step time of every rule against backprop, side by side in one run.
+
+    python benchmarks/step_time.py --out runs/step_time            # the full table
+    python benchmarks/step_time.py --out /tmp/step_time --quick    # a smoke run, < 60 s
+    python benchmarks/step_time.py --out /tmp/step_time --quick --models mlp,resnet_tiny
+
+For each model, every rule's full train step (forward, the rule's backward,
+SGD with momentum and weight decay, and for wm one mirror pass of a batch as
+large as the training batch) is jitted with the state donated, as
+`wtfree.train` runs it, and compiled before any timing starts. The rules are
+then timed in rounds that visit them round-robin, each round starting one
+rule later, so that whatever else the machine does falls on all of them
+alike; each step is blocked on before the next starts. Each round gives one
+time per step per rule (the mean over that round's steps) and one ratio to
+bp's time in the same round: the tables report medians over rounds with the
+interquartile range.
+
+Two references share the rounds: ``forward`` (the bp model's forward pass in
+training mode, batch statistics updated, no gradient) and ``mirror`` (wm's
+mirror pass alone, `train.mirror_only_step`), to check that a mirror pass
+costs no more than an extra forward pass. XLA's own counts for each compiled
+step (flops, bytes accessed, temporary buffers) go into the JSON beside the
+times.
+
+ResNet-50 on 224x224 images runs only on a GPU. Writes ``OUT/step_time.json``
+and ``OUT/step_time.md``.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from wtfree import mirror
+from wtfree import models
+from wtfree import optim
+from wtfree import sharding
+from wtfree import train
+
+RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "wm")
+# dfa (direct feedback alignment) has no wtfree rule yet; it joins RULES when it does.
+REFERENCES = ("forward", "mirror")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+  """One model at one input size and batch."""
+
+  name: str
+  model: str
+  options: dict[str, Any]
+  input_shape: tuple[int, ...]
+  batch: int
+  num_classes: int
+  gpu_only: bool = False
+
+  def describe(self) -> str:
+    shape = "x".join(map(str, self.input_shape))
+    opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+    return f"{self.model}({opts}) on {shape}, batch {self.batch}" if opts else f"{self.model} on {shape}, batch {self.batch}"
+
+
+BENCHES = {
+    "mlp": Bench("mlp", "mlp", {"widths": (1000,), "activation": "sigmoid"}, (784,), 128, 10),
+    "resnet18": Bench("resnet18", "resnet18", {}, (32, 32, 3), 64, 10),
+    "resnet20": Bench("resnet20", "resnet20", {}, (32, 32, 3), 128, 10),
+    "resnet50": Bench("resnet50", "resnet50", {}, (224, 224, 3), 128, 1000, gpu_only=True),
+}
+# Batches divide over the 8 devices of the tests. --quick alone runs only the
+# MLP: each step compiles in about a second, a resnet_tiny step in 3-15 s.
+QUICK_BENCHES = {
+    "mlp": Bench("mlp_tiny", "mlp", {"widths": (32,), "activation": "sigmoid"}, (64,), 16, 10),
+    "resnet_tiny": Bench("resnet_tiny", "resnet_tiny", {}, (8, 8, 3), 16, 10),
+}
+QUICK_DEFAULT = ("mlp",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """How long to time: rounds, and the steps of each round."""
+
+  rounds: int
+  round_seconds: float  # a round of one rule lasts about this long...
+  min_steps: int  # ...but takes at least this many steps
+  max_steps: int  # ...and at most this many
+  warmup: int
+
+
+# Short rounds, many of them: a burst of load from elsewhere then hits one
+# round of a few rules, and the medians drop it.
+FULL = Timing(rounds=15, round_seconds=0.5, min_steps=1, max_steps=200, warmup=2)
+QUICK = Timing(rounds=2, round_seconds=0.02, min_steps=2, max_steps=5, warmup=1)
+
+
+def optimizer_config(batch: int) -> ml_collections.ConfigDict:
+  """The optimizer of the ResNet-20 CIFAR recipe: SGD, momentum 0.9, weight decay 1e-4."""
+  return ml_collections.ConfigDict({
+      "optimizer": "sgd",
+      "learning_rate": 0.1,
+      "scale_lr_by_batch": False,
+      "momentum": 0.9,
+      "nesterov": False,
+      "weight_decay": 1e-4,
+      "batch_manhattan": False,
+      "schedule": "constant",
+      "warmup_epochs": 0.0,
+      "mirror_epochs": 0.0,
+      "num_epochs": 1.0,
+      "batch_size": batch,
+  })
+
+
+class Timed:
+  """A compiled function with its arguments, called one blocked step at a time."""
+
+  def __init__(self, name: str, fn: Callable, state: Any, batch: Any, donates: bool):
+    self.name = name
+    self.donates = donates
+    self.batch = batch
+    start = time.perf_counter()
+    args = (state,) if batch is None else (state, batch)
+    self.compiled = fn.lower(*args).compile()
+    self.compile_s = time.perf_counter() - start
+    self.state = state
+    self.costs = _costs(self.compiled)
+
+  def step(self) -> None:
+    args = (self.state,) if self.batch is None else (self.state, self.batch)
+    out = self.compiled(*args)
+    if self.donates:
+      # The step returns (state, metrics) or the state; the old state is gone.
+      self.state = out[0] if isinstance(out, tuple) else out
+    jax.block_until_ready(out)
+
+  def time_steps(self, n: int) -> float:
+    """Seconds per step over ``n`` steps, each blocked on."""
+    start = time.perf_counter()
+    for _ in range(n):
+      self.step()
+    return (time.perf_counter() - start) / n
+
+
+def _costs(compiled) -> dict[str, float]:
+  costs: dict[str, float] = {}
+  try:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0] if analysis else {}
+    for key, name in (("flops", "flops"), ("bytes accessed", "bytes_accessed"), ("transcendentals", "transcendentals")):
+      if analysis and key in analysis:
+        costs[name] = float(analysis[key])
+  except Exception as e:  # noqa: BLE001 - an analysis some backend lacks only costs a column
+    logging.info("no cost analysis: %s", e)
+  try:
+    memory = compiled.memory_analysis()
+    if memory is not None:
+      costs["temp_bytes"] = float(memory.temp_size_in_bytes)
+  except Exception as e:  # noqa: BLE001
+    logging.info("no memory analysis: %s", e)
+  return costs
+
+
+def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Timed]:
+  """Compiles each rule's train step and the references for ``bench``."""
+  rng = np.random.default_rng(seed)
+  local = {
+      "image": rng.normal(size=(bench.batch, *bench.input_shape)).astype(np.float32),
+      "label": (np.arange(bench.batch) % bench.num_classes).astype(np.int32),
+  }
+  batch = sharding.global_batch(local, mesh)
+  tx = optim.make(optimizer_config(bench.batch), steps_per_epoch=100)
+  items = []
+  for rule in rules:
+    model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.options)
+    mirror_fn = None
+    if rule == "wm":
+      mirror_fn = mirror.make_mirror_fn(
+          model, bench.input_shape, bench.batch, passes=1, input_sharding=sharding.batch_sharding(mesh)
+      )
+    state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
+    step = jax.jit(
+        functools.partial(train.train_step, model=model, tx=tx, task="classification", mirror_fn=mirror_fn),
+        donate_argnums=0,
+    )
+    items.append(Timed(rule, step, state, batch, donates=True))
+    logging.info("%s %s compiled in %.1f s", bench.name, rule, items[-1].compile_s)
+    if rule == "wm":
+      mirror_step = jax.jit(functools.partial(train.mirror_only_step, mirror_fn=mirror_fn), donate_argnums=0)
+      wm_state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
+      items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
+  model = models.get_model(bench.model, num_classes=bench.num_classes, rule="bp", **bench.options)
+  state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
+
+  def forward(variables, batch):
+    return model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+
+  items.append(Timed("forward", jax.jit(forward), state.variables(), batch, donates=False))
+  return items
+
+
+def _quantiles(values: list[float]) -> tuple[float, float, float]:
+  q25, q50, q75 = np.percentile(values, [25, 50, 75])
+  return float(q25), float(q50), float(q75)
+
+
+def measure(items: list[Timed], timing: Timing) -> dict[str, list[float]]:
+  """Seconds per step of each item in each round, the items interleaved."""
+  steps = {}
+  for item in items:
+    for _ in range(timing.warmup):
+      item.step()
+    once = item.time_steps(1)
+    steps[item.name] = int(min(timing.max_steps, max(timing.min_steps, math.ceil(timing.round_seconds / once))))
+  times: dict[str, list[float]] = {item.name: [] for item in items}
+  for r in range(timing.rounds):
+    shift = r % len(items)
+    for item in items[shift:] + items[:shift]:
+      times[item.name].append(item.time_steps(steps[item.name]))
+  return {"seconds": times, "steps": steps}
+
+
+def summarise(bench: Bench, items: list[Timed], measured: dict) -> list[dict]:
+  """One row per item: medians and spreads in ms, ratios to bp (and mirror to forward)."""
+  seconds, steps = measured["seconds"], measured["steps"]
+  rows = []
+  for item in items:
+    ms = [1e3 * s for s in seconds[item.name]]
+    q25, median, q75 = _quantiles(ms)
+    row = {
+        "model": bench.name,
+        "kind": "train_step" if item.name in RULES else item.name,
+        "rule": item.name if item.name in RULES else ("wm" if item.name == "mirror" else "bp"),
+        "setup": bench.describe(),
+        "batch": bench.batch,
+        "ms_per_step": median,
+        "ms_q25": q25,
+        "ms_q75": q75,
+        "ms_min": min(ms),
+        "ms_max": max(ms),
+        "examples_per_s": bench.batch / (median / 1e3),
+        "rounds": len(ms),
+        "steps_per_round": steps[item.name],
+        "compile_s": item.compile_s,
+        **item.costs,
+    }
+    for base in ("bp", "forward"):
+      if base in seconds and (base == "bp") == (row["kind"] == "train_step"):
+        ratios = [a / b for a, b in zip(seconds[item.name], seconds[base])]
+        r25, r50, r75 = _quantiles(ratios)
+        row.update({f"ratio_to_{base}": r50, f"ratio_to_{base}_q25": r25, f"ratio_to_{base}_q75": r75})
+    rows.append(row)
+  return rows
+
+
+def _cpu_name() -> str:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment(quick: bool, timing: Timing) -> dict[str, Any]:
+  """What the numbers were measured on."""
+  import flax  # pylint: disable=g-import-not-at-top
+
+  device = jax.devices()[0]
+  return {
+      "backend": jax.default_backend(),
+      "device": getattr(device, "device_kind", str(device)),
+      "device_count": jax.device_count(),
+      "cpu": _cpu_name(),
+      "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+      "jax": jax.__version__,
+      "flax": flax.__version__,
+      "python": platform.python_version(),
+      "quick": quick,
+      "rounds": timing.rounds,
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "optimizer": "sgd, momentum 0.9, weight decay 1e-4",
+      "rule_options": "defaults (usf magnitude rms, sc p=1.0, wm eta 0.1 decay 0.5, 1 mirror pass of the batch size)",
+  }
+
+
+def _fmt_ratio(row: dict, base: str) -> str:
+  if f"ratio_to_{base}" not in row:
+    return ""
+  return f"{row[f'ratio_to_{base}']:.2f} [{row[f'ratio_to_{base}_q25']:.2f}, {row[f'ratio_to_{base}_q75']:.2f}]"
+
+
+def markdown(env: dict, rows: list[dict]) -> str:
+  """The tables: one per model, rules then references."""
+  lines = [
+      f"# Train-step time, {env['backend']}: {env['cpu'] if env['backend'] == 'cpu' else env['device']}",
+      "",
+      f"{env['cpu']}, {env['cpu_cores']} cores, {env['device_count']} device(s); jax {env['jax']}, "
+      f"flax {env['flax']}; {env['rounds']} interleaved rounds; {env['date']}.",
+      f"Optimizer {env['optimizer']}; rule options {env['rule_options']}.",
+      "Medians over rounds, [interquartile range]; ratios are paired per round. "
+      "*mirror* is wm's mirror pass alone, its ratio to *forward*, the bp forward pass in training mode.",
+      "",
+  ]
+  for model in dict.fromkeys(r["model"] for r in rows):
+    mrows = [r for r in rows if r["model"] == model]
+    lines += [
+        f"## {model}: {mrows[0]['setup']}",
+        "",
+        "| rule | ms/step | [IQR] | examples/s | x bp [IQR] | GFLOP | GB accessed | compile s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in mrows:
+      name = r["rule"] if r["kind"] == "train_step" else f"*{r['kind']}* ({r['rule']})"
+      ratio = _fmt_ratio(r, "bp") or (f"{_fmt_ratio(r, 'forward')} x fwd" if r["kind"] == "mirror" else "")
+      gflop = f"{r['flops'] / 1e9:.2f}" if "flops" in r else ""
+      gbytes = f"{r['bytes_accessed'] / 1e9:.2f}" if "bytes_accessed" in r else ""
+      lines.append(
+          f"| {name} | {r['ms_per_step']:.2f} | [{r['ms_q25']:.2f}, {r['ms_q75']:.2f}] | "
+          f"{r['examples_per_s']:.0f} | {ratio} | {gflop} | {gbytes} | {r['compile_s']:.1f} |"
+      )
+    lines.append("")
+  return "\n".join(lines)
+
+
+def run(out: str, *, quick: bool = False, model_names: list[str] | None = None, repeats: int | None = None) -> dict:
+  """Measures every rule on each model; writes ``out/step_time.{json,md}``.
+
+  Args:
+    out: the output directory (created).
+    quick: tiny models, 2 rounds of a few steps: a smoke run.
+    model_names: keys of `BENCHES` (or `QUICK_BENCHES` with ``quick``); None
+      takes all (ResNet-50 only on a GPU), or with ``quick`` the tiny MLP.
+    repeats: timing rounds; None keeps the default (15, or 2 with ``quick``).
+
+  Returns:
+    The record written to ``step_time.json``.
+  """
+  table = QUICK_BENCHES if quick else BENCHES
+  timing = QUICK if quick else FULL
+  if repeats is not None:
+    if repeats < 1:
+      raise ValueError(f"--repeats {repeats} must be at least 1")
+    timing = dataclasses.replace(timing, rounds=repeats)
+  if model_names is None and quick:
+    model_names = list(QUICK_DEFAULT)
+  elif model_names is None:
+    model_names = [n for n, b in table.items() if not b.gpu_only or jax.default_backend() == "gpu"]
+  unknown = [n for n in model_names if n not in table]
+  if unknown:
+    raise ValueError(f"models {unknown} are not among {', '.join(table)}{' (--quick)' if quick else ''}")
+  mesh = sharding.make_mesh()
+  env = environment(quick, timing)
+  rows = []
+  for name in model_names:
+    bench = table[name]
+    if bench.gpu_only and jax.default_backend() != "gpu":
+      logging.warning("skipping %s: it runs only on a GPU", name)
+      continue
+    items = build(bench, RULES, mesh)
+    measured = measure(items, timing)
+    rows += summarise(bench, items, measured)
+    del items
+  record = {"environment": env, "rules": list(RULES), "rows": rows}
+  path = pathlib.Path(out)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "step_time.json").write_text(json.dumps(record, indent=2))
+  (path / "step_time.md").write_text(markdown(env, rows))
+  return record
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, help="directory for step_time.json and step_time.md")
+  parser.add_argument("--quick", action="store_true", help="a tiny MLP (or --models mlp,resnet_tiny), 2 rounds: a smoke run")
+  parser.add_argument("--models", default=None, help=f"comma-separated, of {', '.join(BENCHES)}")
+  parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 15, --quick 2)")
+  args = parser.parse_args(argv)
+  logging.set_verbosity(logging.INFO)
+  names = args.models.split(",") if args.models else None
+  record = run(args.out, quick=args.quick, model_names=names, repeats=args.repeats)
+  sys.stdout.write(markdown(record["environment"], record["rows"]) + "\n")
+
+
+if __name__ == "__main__":
+  main()

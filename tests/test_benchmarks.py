@@ -1,0 +1,43 @@
+"""The step-time benchmark's smoke run writes a row per rule with finite, positive times."""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+_PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "step_time.py"
+
+
+def _step_time():
+  spec = importlib.util.spec_from_file_location("step_time", _PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_quick_run_writes_a_row_per_rule_and_model(tmp_path):
+  step_time = _step_time()
+  step_time.main(["--out", str(tmp_path), "--quick"])
+  record = json.loads((tmp_path / "step_time.json").read_text())
+  rows = record["rows"]
+  steps = [r for r in rows if r["kind"] == "train_step"]
+  models = {r["model"] for r in rows}
+  assert models == {step_time.QUICK_BENCHES[n].name for n in step_time.QUICK_DEFAULT}
+  assert sorted((r["model"], r["rule"]) for r in steps) == sorted(
+      (m, rule) for m in models for rule in step_time.RULES
+  )
+  # Each model also times a forward pass and wm's mirror pass alone.
+  assert sorted((r["model"], r["kind"]) for r in rows if r["kind"] != "train_step") == sorted(
+      (m, k) for m in models for k in step_time.REFERENCES
+  )
+  for r in rows:
+    for key in ("ms_per_step", "ms_q25", "ms_q75", "ms_min", "ms_max", "examples_per_s"):
+      assert math.isfinite(r[key]) and r[key] > 0, (r["model"], r["rule"], key, r[key])
+    assert r["ms_min"] <= r["ms_per_step"] <= r["ms_max"]
+    assert r["rounds"] == step_time.QUICK.rounds
+  for r in steps:
+    assert math.isfinite(r["ratio_to_bp"]) and r["ratio_to_bp"] > 0
+  assert next(r for r in steps if r["rule"] == "bp")["ratio_to_bp"] == 1.0
+  assert record["environment"]["quick"] is True
+  table = (tmp_path / "step_time.md").read_text()
+  assert all(f"| {rule} |" in table for rule in step_time.RULES)
