@@ -46,8 +46,11 @@ def mirrored_feedback(
   # The number of input/output pairs each weight joins: the batch for a dense
   # layer; for a convolution fewer at the kernel's edges, where padding feeds
   # zeros, so dividing by a single count would shrink B's border weights.
-  _, count_vjp = jax.vjp(lambda w_: op(jnp.ones_like(noise), w_), w)
-  (pairs,) = count_vjp(jnp.ones_like(y))
+  # It depends on shapes alone: computed once while tracing, a constant after.
+  with jax.ensure_compile_time_eval():
+    ones = jnp.ones(noise.shape, noise.dtype)
+    _, count_vjp = jax.vjp(lambda w_: op(ones, w_), jnp.zeros(w.shape, w.dtype))
+    (pairs,) = count_vjp(jnp.ones(y.shape, y.dtype))
   return b + eta * summed / jnp.maximum(pairs, 1.0) - decay * b
 
 
