@@ -46,11 +46,12 @@ def mirrored_feedback(
   # The number of input/output pairs each weight joins: the batch for a dense
   # layer; for a convolution fewer at the kernel's edges, where padding feeds
   # zeros, so dividing by a single count would shrink B's border weights.
-  # It depends on shapes alone: computed once while tracing, a constant after.
-  with jax.ensure_compile_time_eval():
-    ones = jnp.ones(noise.shape, noise.dtype)
-    _, count_vjp = jax.vjp(lambda w_: op(ones, w_), jnp.zeros(w.shape, w.dtype))
-    (pairs,) = count_vjp(jnp.ones(y.shape, y.dtype))
+  # Every example joins the same pairs, so one example's count times the
+  # batch is exact, at 1/batch the cost of the forward convolution.
+  one = jnp.ones((1, *noise.shape[1:]), noise.dtype)
+  _, count_vjp = jax.vjp(lambda w_: op(one, w_), w)
+  (per_example,) = count_vjp(jnp.ones((1, *y.shape[1:]), y.dtype))
+  pairs = per_example * noise.shape[0]
   return b + eta * summed / jnp.maximum(pairs, 1.0) - decay * b
 
 
