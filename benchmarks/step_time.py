@@ -52,9 +52,11 @@ from wtfree import optim
 from wtfree import sharding
 from wtfree import train
 
-RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "wm")
-# dfa (direct feedback alignment) has no wtfree rule yet; it joins RULES when it does.
+RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "wm")
 REFERENCES = ("forward", "mirror")
+# wm with a mirror batch a quarter of the training batch: a cheaper setting
+# than the Akrout configs' (mirror batch = training batch), timed alongside.
+WM_QUARTER = "wm_mirror_batch_quarter"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,21 +187,24 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
   batch = sharding.global_batch(local, mesh)
   tx = optim.make(optimizer_config(bench.batch), steps_per_epoch=100)
   items = []
-  for rule in rules:
+  variants = [(rule, rule, bench.batch) for rule in rules]
+  if "wm" in rules and bench.batch % (4 * mesh.size) == 0:
+    variants.append((WM_QUARTER, "wm", bench.batch // 4))
+  for name, rule, mirror_batch in variants:
     model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.options)
     mirror_fn = None
     if rule == "wm":
       mirror_fn = mirror.make_mirror_fn(
-          model, bench.input_shape, bench.batch, passes=1, input_sharding=sharding.batch_sharding(mesh)
+          model, bench.input_shape, mirror_batch, passes=1, input_sharding=sharding.batch_sharding(mesh)
       )
     state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
     step = jax.jit(
         functools.partial(train.train_step, model=model, tx=tx, task="classification", mirror_fn=mirror_fn),
         donate_argnums=0,
     )
-    items.append(Timed(rule, step, state, batch, donates=True))
-    logging.info("%s %s compiled in %.1f s", bench.name, rule, items[-1].compile_s)
-    if rule == "wm":
+    items.append(Timed(name, step, state, batch, donates=True))
+    logging.info("%s %s compiled in %.1f s", bench.name, name, items[-1].compile_s)
+    if name == "wm":
       mirror_step = jax.jit(functools.partial(train.mirror_only_step, mirror_fn=mirror_fn), donate_argnums=0)
       wm_state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
       items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
@@ -243,8 +248,9 @@ def summarise(bench: Bench, items: list[Timed], measured: dict) -> list[dict]:
     q25, median, q75 = _quantiles(ms)
     row = {
         "model": bench.name,
-        "kind": "train_step" if item.name in RULES else item.name,
-        "rule": item.name if item.name in RULES else ("wm" if item.name == "mirror" else "bp"),
+        "kind": "train_step" if item.name in (*RULES, WM_QUARTER) else item.name,
+        "rule": item.name if item.name in RULES else ("bp" if item.name == "forward" else "wm"),
+        "mirror_batch": bench.batch // 4 if item.name == WM_QUARTER else bench.batch,
         "setup": bench.describe(),
         "batch": bench.batch,
         "ms_per_step": median,
@@ -327,6 +333,8 @@ def markdown(env: dict, rows: list[dict]) -> str:
     ]
     for r in mrows:
       name = r["rule"] if r["kind"] == "train_step" else f"*{r['kind']}* ({r['rule']})"
+      if r["mirror_batch"] != r["batch"]:
+        name += f", mirror batch {r['mirror_batch']}"
       ratio = _fmt_ratio(r, "bp") or (f"{_fmt_ratio(r, 'forward')} x fwd" if r["kind"] == "mirror" else "")
       gflop = f"{r['flops'] / 1e9:.2f}" if "flops" in r else ""
       gbytes = f"{r['bytes_accessed'] / 1e9:.2f}" if "bytes_accessed" in r else ""

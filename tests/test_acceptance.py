@@ -35,7 +35,7 @@ def test_backprop_reaches_sixty_percent(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["fa", "usf", "frsf", "brsf", "sc", "kp", "wm"])
+@pytest.mark.parametrize("rule", ["fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "wm"])
 def test_every_rule_reaches_fifty_two_percent(rule, tmp_path):
   assert _accuracy(rule, tmp_path, **(WM if rule == "wm" else {})) >= 0.52
 

@@ -55,7 +55,7 @@ def _run_steps(config, devices, steps):
   return jax.device_get(state)
 
 
-@pytest.mark.parametrize("rule", ["bp", "fa", "kp", "wm"])
+@pytest.mark.parametrize("rule", ["bp", "fa", "kp", "dfa", "wm"])
 def test_one_device_and_eight_give_the_same_parameters(rule):
   config = _config(rule=rule)
   one = _run_steps(config, jax.devices()[:1], 20)

@@ -39,11 +39,32 @@ def weight_angles(alignment: Mapping) -> dict[str, Array]:
       ``feedback`` B it used (for frsf that is |M| * sign(W), not M).
 
   Returns:
-    ``{layer: degrees}``.
+    ``{layer: degrees}``, for the layers whose B has W's shape (not dfa's).
   """
   forward = _by_layer(alignment, "forward")
   used = _by_layer(alignment, "feedback")
-  return {layer: angle(used[layer], w) for layer, w in forward.items()}
+  return {layer: angle(used[layer], w) for layer, w in forward.items() if layer in used}
+
+
+def weight_ratios(alignment: Mapping, broadcast_maps: Mapping[str, Array] | None = None) -> dict[str, Array]:
+  """``|B| / |W|`` per layer (Frobenius norms): the scale of the feedback path.
+
+  Args:
+    alignment: as for `weight_angles`.
+    broadcast_maps: ``{layer: B}`` for dfa layers, whose B maps the output
+      error to the layer's input (`wtfree.feedback.direct.broadcast_maps`).
+
+  Returns:
+    ``{layer: ratio}``; 0 where B is zero (shallow).
+  """
+  forward = _by_layer(alignment, "forward")
+  used = {**_by_layer(alignment, "feedback"), **(broadcast_maps or {})}
+  return {
+      layer: jnp.linalg.norm(jnp.ravel(used[layer]).astype(jnp.float32))
+      / jnp.maximum(jnp.linalg.norm(jnp.ravel(w).astype(jnp.float32)), 1e-30)
+      for layer, w in forward.items()
+      if layer in used
+  }
 
 
 def error_signals(loss_of_perturbations: Callable[[Mapping], Array], perturbations: Mapping) -> dict[str, Array]:

@@ -5,10 +5,12 @@
 or the fixed random state B is made from, lives in the ``feedback``
 collection (kp keeps its learned B in ``params`` as ``feedback_kernel``).
 
-Two extra collections are written only when the caller makes them mutable:
+Three extra collections are written only when the caller makes them mutable:
 ``alignment`` receives each layer's W and the B it used (for weight angles),
 ``perturbations`` holds a zero added to each layer's output (its gradient is
-the error signal the layer receives, for delta angles).
+the error signal the layer receives, for delta angles), and ``dfa`` holds the
+taps through which `wtfree.feedback.connect` sends the output error to each
+layer under direct feedback alignment.
 """
 
 from collections.abc import Callable, Sequence
@@ -26,59 +28,112 @@ Array = jax.Array
 default_kernel_init = nn.initializers.lecun_normal()
 
 
+def _feedback_state(module: nn.Module, rule: feedback.Rule, shape, dtype, kernel_init) -> dict[str, Any]:
+  drawn = {}
+
+  def init(name):
+    if not drawn:
+      drawn.update(rule.init_state(module.make_rng("params"), shape, dtype, kernel_init))
+    return drawn[name]
+
+  return {n: module.variable(rule.collection, n, init, n) for n in rule.state_names}
+
+
+def _step_key(module: nn.Module, rule: feedback.Rule) -> Array | None:
+  if not rule.needs_rng:
+    return None
+  if module.is_initializing() and not module.has_rng("feedback"):
+    # No backward pass runs at init, so the draw is never used.
+    return jax.random.key(0)
+  if not module.has_rng("feedback"):
+    raise ValueError(
+        f"rule {rule.name!r} draws new feedback every step: pass "
+        "rngs={'feedback': key} to apply, a key folded with the step"
+    )
+  return module.make_rng("feedback")
+
+
+def rule_op(
+    module: nn.Module,
+    rule: str | feedback.Rule,
+    op: Callable[[Array, Array], Array],
+    inputs: Array,
+    kernel: Array,
+    *,
+    kernel_init: Callable,
+    dtype: Any = None,
+    mirror_pass: bool = False,
+    mirror_activation: Callable[[Array], Array] = lambda y: y,
+) -> Array:
+  """``op(inputs, kernel)`` inside ``module``, its backward pass following ``rule``.
+
+  Call it from a compact method of ``module``: the rule's state is created in
+  the module's ``feedback`` collection (kp's learned B in ``params`` as
+  ``feedback_kernel``), W and the B used are sown into ``alignment``, and dfa
+  layers sow their taps into ``dfa``. `Dense`, `Conv` and `wtfree.convert`
+  are built on it.
+
+  Args:
+    module: the module whose variables hold W and B.
+    rule: a rule name or `wtfree.feedback.Rule`.
+    op: the layer's op, linear in its input and in its kernel.
+    inputs: the input.
+    kernel: W, a parameter of ``module``.
+    kernel_init: W's initializer (random rules draw B with it by default).
+    dtype: the computation dtype (None: promote inputs and kernel).
+    mirror_pass: replace the input by noise and, for wm, mirror B.
+    mirror_activation: the nonlinearity after the layer, for mirror passes.
+
+  Returns:
+    ``op(inputs, kernel)`` in the promoted dtype.
+  """
+  rule = feedback.get_rule(rule)
+  state = _feedback_state(module, rule, kernel.shape, kernel.dtype, kernel_init)
+  values = {n: v.value for n, v in state.items()}
+  module.sow("alignment", "forward", kernel, init_fn=lambda: None, reduce_fn=lambda _, x: x)
+  if rule.broadcasts_error:
+    b = None
+  else:
+    b = rule.feedback(kernel, values, _step_key(module, rule), kernel_init)
+    module.sow("alignment", "feedback", b, init_fn=lambda: None, reduce_fn=lambda _, x: x)
+  inputs, kernel, b = nn.dtypes.promote_dtype(inputs, kernel, b, dtype=dtype)
+
+  if mirror_pass:
+    # A counter-hash key: the noise is computed where the op reads it.
+    noise_key = feedback.fusable(module.make_rng("mirror"))
+    inputs = jax.random.normal(noise_key, inputs.shape, inputs.dtype)
+    if rule.mirrored and module.is_mutable_collection("feedback"):
+      state["kernel"].value = mirror.mirrored_feedback(
+          op, inputs, kernel, values["kernel"], mirror_activation, rule.eta, rule.decay
+      ).astype(state["kernel"].value.dtype)
+    return op(inputs, kernel)
+  if rule.broadcasts_error:
+    if module.is_mutable_collection(feedback.direct.TAPS):
+      module.sow(feedback.direct.TAPS, "taps", (inputs, values["seed"]))
+    # The input error is B e, which `feedback.connect` delivers to the tap.
+    return op(jax.lax.stop_gradient(inputs), kernel)
+  return feedback.linear(op, inputs, kernel, b, rule.learns_feedback)
+
+
 class _FeedbackLayer(nn.Module):
-  """Shared machinery: the rule's state, the B of this step, mirror passes."""
-
-  def _rule(self) -> feedback.Rule:
-    return feedback.get_rule(self.rule)
-
-  def _feedback_state(self, rule: feedback.Rule, shape) -> dict[str, Any]:
-    drawn = {}
-
-    def init(name):
-      if not drawn:
-        drawn.update(rule.init_state(self.make_rng("params"), shape, self.param_dtype, self.kernel_init))
-      return drawn[name]
-
-    return {n: self.variable(rule.collection, n, init, n) for n in rule.state_names}
-
-  def _key(self, rule: feedback.Rule) -> Array | None:
-    if not rule.needs_rng:
-      return None
-    if self.is_initializing() and not self.has_rng("feedback"):
-      # No backward pass runs at init, so the draw is never used.
-      return jax.random.key(0)
-    if not self.has_rng("feedback"):
-      raise ValueError(
-          f"rule {rule.name!r} draws new feedback every step: pass "
-          "rngs={'feedback': key} to apply, a key folded with the step"
-      )
-    return self.make_rng("feedback")
+  """Shared machinery of `Dense` and `Conv`: W, bias, the rule's op, the perturbation."""
 
   def _apply(self, op: Callable[[Array, Array], Array], inputs: Array, kernel_shape, mirror_pass: bool):
-    rule = self._rule()
     kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-    state = self._feedback_state(rule, kernel_shape)
-    values = {n: v.value for n, v in state.items()}
-    b = rule.feedback(kernel, values, self._key(rule), self.kernel_init)
-    self.sow("alignment", "forward", kernel, init_fn=lambda: None, reduce_fn=lambda _, x: x)
-    self.sow("alignment", "feedback", b, init_fn=lambda: None, reduce_fn=lambda _, x: x)
-    bias = None
+    y = rule_op(
+        self,
+        self.rule,
+        op,
+        inputs,
+        kernel,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        mirror_pass=mirror_pass,
+        mirror_activation=self.mirror_activation,
+    )
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (kernel_shape[-1],), self.param_dtype)
-    inputs, kernel, b, bias = nn.dtypes.promote_dtype(inputs, kernel, b, bias, dtype=self.dtype)
-
-    if mirror_pass:
-      inputs = jax.random.normal(self.make_rng("mirror"), inputs.shape, inputs.dtype)
-      if rule.mirrored and self.is_mutable_collection("feedback"):
-        state["kernel"].value = mirror.mirrored_feedback(
-            op, inputs, kernel, values["kernel"], self.mirror_activation, rule.eta, rule.decay
-        ).astype(self.param_dtype)
-      y = op(inputs, kernel)
-    else:
-      y = feedback.linear(op, inputs, kernel, b, rule.learns_feedback)
-    if bias is not None:
-      y = y + bias
+      y = y + jnp.asarray(bias, y.dtype)
     return self.perturb("output", y)
 
 

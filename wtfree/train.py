@@ -1,6 +1,7 @@
 """The train state, the jitted train/eval/mirror steps, and the training loop."""
 
 import functools
+import math
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import optax
 
 from wtfree import checkpoint
 from wtfree import data
+from wtfree import feedback
 from wtfree import metrics
 from wtfree import mirror
 from wtfree import models
@@ -67,6 +69,22 @@ def _loss(task: str, outputs: Array, labels: Array) -> Array:
   return metrics.cross_entropy(outputs, labels)
 
 
+def apply_for_loss(model, variables, x, *, rngs, mutable: list[str]) -> tuple[Array, dict]:
+  """``model.apply`` in training mode, its output joined to any dfa taps.
+
+  Under ``dfa`` the layers' taps are connected to the output
+  (`feedback.connect`), so that the output error reaches every layer; for
+  other rules the taps collection is empty and this is a plain apply.
+  """
+  outputs, updated = model.apply(
+      variables, x, train=True, rngs=rngs, mutable=[*mutable, feedback.direct.TAPS]
+  )
+  taps = updated.pop(feedback.direct.TAPS, {})
+  if taps:
+    outputs = feedback.connect(outputs, taps, model.rule)
+  return outputs, updated
+
+
 def create_train_state(model, tx, input_shape, seed: int, mesh) -> TrainState:
   """Initialises the state shape-first, replicated over ``mesh``."""
 
@@ -107,10 +125,10 @@ def train_step(
   """
 
   def loss_fn(params):
-    outputs, updated = model.apply(
+    outputs, updated = apply_for_loss(
+        model,
         {**state.variables(), "params": params},
         batch["image"],
-        train=True,
         rngs={"feedback": state.key(0), "dropout": state.key(2)},
         mutable=["batch_stats"],
     )
@@ -157,27 +175,41 @@ def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
 
 
 def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
-  """Per-layer weight angles, and delta angles on ``batch``, in degrees."""
+  """Per-layer weight angles, ``|B|/|W|`` and delta angles on ``batch``.
+
+  Angles are in degrees. dfa layers have no weight angle (their B maps the
+  output error, not the layer's output, to the layer's input).
+  """
   variables = state.variables()
   x, labels = batch["image"], batch["label"]
   rngs = {"feedback": state.key(0)}
-  _, collected = model.apply(
-      variables, x, train=True, rngs=rngs, mutable=["alignment", "perturbations", "batch_stats"]
+  outputs, collected = model.apply(
+      variables,
+      x,
+      train=True,
+      rngs=rngs,
+      mutable=["alignment", "perturbations", "batch_stats", feedback.direct.TAPS],
   )
 
   def loss_of(m):
     def loss(perturbations):
-      outputs, _ = m.apply(
-          {**variables, "perturbations": perturbations}, x, train=True, rngs=rngs, mutable=["batch_stats"]
+      outputs, _ = apply_for_loss(
+          m, {**variables, "perturbations": perturbations}, x, rngs=rngs, mutable=["batch_stats"]
       )
       return jnp.mean(_loss(task, outputs, labels))
 
     return loss
 
+  maps = {}
+  if collected.get(feedback.direct.TAPS):
+    n_out = math.prod(outputs.shape[1:])
+    maps = feedback.direct.broadcast_maps(collected[feedback.direct.TAPS], n_out, model.rule)
   deltas = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), collected["perturbations"])
   weights = metrics.weight_angles(collected["alignment"])
+  ratios = metrics.weight_ratios(collected["alignment"], maps)
   return {
       **{f"angle/weight/{k}": v for k, v in weights.items()},
+      **{f"ratio/weight/{k}": v for k, v in ratios.items()},
       **{f"angle/delta/{k}": v for k, v in deltas.items()},
   }
 
@@ -317,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           summary.update(jax.device_get(jit_align(state, batch)))
         writer.write(done, "train", summary)
         eta = (total_steps - done) * elapsed / max(done - tick_step, 1)
-        logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip="angle/"), eta)
+        logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip=("angle/", "ratio/")), eta)
         history, tick, tick_step = [], time.time(), done
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluate(done)
@@ -335,5 +367,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   return state
 
 
-def _fmt(values: dict, skip: str | None = None) -> str:
-  return " ".join(f"{k}={v:.4g}" for k, v in values.items() if not (skip and k.startswith(skip)))
+def _fmt(values: dict, skip: tuple[str, ...] = ()) -> str:
+  return " ".join(f"{k}={v:.4g}" for k, v in values.items() if not k.startswith(skip))

@@ -38,6 +38,9 @@ class Rule:
   needs_rng: ClassVar[bool] = False
   # Whether mirror passes update B (weight mirror).
   mirrored: ClassVar[bool] = False
+  # Whether layers take their input error from the output error through
+  # `direct.connect` instead of sending one back through B (dfa).
+  broadcasts_error: ClassVar[bool] = False
 
   init: Initializer | None = None
   scale: float = 1.0

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from wtfree.feedback import counter_prng
 from wtfree.feedback.registry import Rule, register, rms
 
 
@@ -51,14 +52,17 @@ class BatchwiseRandomSignConcordant(Rule):
   """B = |M| * sign(W), M redrawn every batch from a step-dependent key (BRSF).
 
   The key comes from the ``'feedback'`` rng stream of ``Module.apply``, which
-  the train step folds with the step number.
+  the train step folds with the step number. M is drawn through a
+  counter-hash key (`counter_prng.fusable`) so that the draw fuses into B
+  instead of being written out as a kernel-sized array first.
   """
 
   name = "brsf"
   needs_rng = True
 
   def feedback(self, w, state, key, kernel_init):
-    return jnp.abs(self.draw(key, w.shape, w.dtype, kernel_init)) * jnp.sign(w)
+    magnitude = self.draw(counter_prng.fusable(key), w.shape, w.dtype, kernel_init)
+    return jnp.abs(magnitude) * jnp.sign(w)
 
 
 @register

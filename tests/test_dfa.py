@@ -1,0 +1,147 @@
+"""Direct feedback alignment: the output error sent straight to every layer."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import digits_mlp
+from wtfree import data
+from wtfree import feedback
+from wtfree import models
+from wtfree import nn as wnn
+from wtfree import optim
+from wtfree import sharding
+from wtfree import train
+
+TOL = dict(rtol=1e-5, atol=1e-6)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _init(model, x):
+  variables = model.init({"params": jax.random.key(1)}, x, train=False)
+  return {k: variables[k] for k in ("params", "feedback")}
+
+
+def test_hidden_gradients_are_the_broadcast_error_times_the_derivative():
+  model = models.get_model("mlp", num_classes=10, widths=(32, 16), activation="tanh", rule="dfa")
+  x = jax.random.normal(jax.random.key(0), (8, 20))
+  labels = jnp.arange(8) % 10
+  variables = _init(model, x)
+
+  def loss(params):
+    outputs, _ = train.apply_for_loss(model, {**variables, "params": params}, x, rngs={}, mutable=[])
+    return jnp.mean(train._loss("classification", outputs, labels))
+
+  grads = jax.grad(loss)(variables["params"])
+
+  p, seeds = variables["params"], variables["feedback"]
+  a1 = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+  h1 = jnp.tanh(a1)
+  a2 = h1 @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+  h2 = jnp.tanh(a2)
+  logits = h2 @ p["head"]["kernel"] + p["head"]["bias"]
+  e = (jax.nn.softmax(logits) - jax.nn.one_hot(labels, 10)) / 8
+  # Each layer's B maps e to its input; the tap at the input of the layer
+  # above layer l delivers layer l's error.
+  rule = feedback.get_rule("dfa")
+  b_to_h1 = rule.broadcast_map(seeds["Dense_1"]["seed"], 10, 32)
+  b_to_h2 = rule.broadcast_map(seeds["head"]["seed"], 10, 16)
+  delta2 = (e @ b_to_h2) * (1 - h2**2)
+  delta1 = (e @ b_to_h1) * (1 - h1**2)
+  np.testing.assert_allclose(grads["head"]["kernel"], h2.T @ e, **TOL)
+  np.testing.assert_allclose(grads["Dense_1"]["kernel"], h1.T @ delta2, **TOL)
+  np.testing.assert_allclose(grads["Dense_1"]["bias"], delta2.sum(0), **TOL)
+  np.testing.assert_allclose(grads["Dense_0"]["kernel"], x.T @ delta1, **TOL)
+  # B is random, fixed, and of variance 1/n_in.
+  np.testing.assert_array_equal(b_to_h1, rule.broadcast_map(seeds["Dense_1"]["seed"], 10, 32))
+  assert 0.8 < float(jnp.std(rule.broadcast_map(seeds["Dense_1"]["seed"], 10, 4096)) * 64) < 1.2
+  assert abs(float(jnp.corrcoef(b_to_h1[:, :16].ravel(), b_to_h2.ravel())[0, 1])) < 0.3
+
+
+def test_a_conv_layer_input_receives_b_e_in_its_own_shape():
+  layer = wnn.Conv(4, (3, 3), strides=2, rule="dfa")
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  g = jax.random.normal(jax.random.key(1), (2, 4))
+  variables = layer.init(jax.random.key(2), x)
+
+  def f(x, kernel):
+    y, taps = layer.apply({**variables, "params": {**variables["params"], "kernel": kernel}}, x, mutable=["dfa"])
+    out = feedback.connect(jnp.mean(y, axis=(1, 2)), taps["dfa"])
+    return jnp.sum(out * g)
+
+  dx, dw = jax.grad(f, argnums=(0, 1))(x, variables["params"]["kernel"])
+  b = feedback.get_rule("dfa").broadcast_map(variables["feedback"]["seed"], 4, 6 * 6 * 3)
+  np.testing.assert_allclose(dx, (g @ b).reshape(x.shape), **TOL)
+  # The layer's own weight gradient is backprop's.
+  plain = lambda kernel: jnp.sum(jnp.mean(feedback.conv_op(x, kernel, strides=2), axis=(1, 2)) * g)
+  np.testing.assert_allclose(dw, jax.grad(plain)(variables["params"]["kernel"]), **TOL)
+
+
+def test_connect_without_taps_is_the_identity_and_refuses_other_rules():
+  y = jnp.ones((2, 3))
+  assert feedback.connect(y, {}) is y
+  taps = {"layer": {"taps": ((jnp.ones((2, 5)), jnp.zeros((2,), jnp.uint32)),)}}
+  try:
+    feedback.connect(y, taps, "fa")
+  except ValueError as error:
+    assert "dfa" in str(error)
+  else:
+    raise AssertionError("connect accepted rule fa")
+
+
+def _state_and_batch(config, steps=0):
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  ds = data.get_dataset(config)
+  model = models.create(config, ds.num_classes, ds.input_shape)
+  tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
+  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
+  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, mirror_fn=None))
+  batches = ds.train_batches()
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, sharding.global_batch(next(batches), mesh))
+    losses.append(float(metrics["loss"]))
+  return model, ds, state, sharding.global_batch(next(batches), mesh), losses
+
+
+def test_delta_angles_start_near_90_and_every_layer_reports_a_weight_ratio():
+  config = digits_mlp.get_config()
+  config.rule = "dfa"
+  model, ds, state, batch, _ = _state_and_batch(config)
+  result = jax.device_get(train.alignment_step(state, batch, model=model, task=ds.task))
+  assert 75.0 < result["angle/delta/Dense_0"] < 105.0
+  assert 60.0 < result["angle/delta/Dense_1"] < 120.0
+  assert result["angle/delta/head"] < 1e-3  # the output layer's error is e itself
+  assert not any(k.startswith("angle/weight/") for k in result)
+  assert {"ratio/weight/Dense_0", "ratio/weight/Dense_1", "ratio/weight/head"} <= set(result)
+  assert all(0.0 < result[k] < 10.0 for k in result if k.startswith("ratio/"))
+
+
+@pytest.mark.parametrize("model", ["lenet", "resnet_tiny"])
+def test_conv_nets_with_batch_norm_and_batch_manhattan_learn_under_dfa(model):
+  config = digits_mlp.get_config()
+  config.flatten = False
+  config.model = model
+  config.model_options = {"batch_norm": True} if model == "lenet" else {}
+  config.rule = "dfa"
+  config.batch_manhattan = True
+  config.learning_rate = 0.01
+  config.batch_size = 64
+  model, _, state, _, losses = _state_and_batch(config, steps=40)
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+  assert all(np.isfinite(losses))
+
+
+def test_main_trains_digits_under_dfa(tmp_path):
+  command = [sys.executable, "-m", "wtfree.main", "--config=configs/digits_mlp.py", f"--workdir={tmp_path}"]
+  subprocess.run([*command, "--config.rule=dfa"], cwd=ROOT, check=True, capture_output=True)
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  final = [r for r in records if r["split"] == "eval"][-1]
+  assert final["eval/top1"] >= 0.85, final
+

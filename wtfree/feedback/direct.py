@@ -1,0 +1,131 @@
+"""Direct feedback alignment (Nøkland 2016): the output error, sent to every layer.
+
+Under ``dfa`` a layer sends nothing back through its own input (its input
+error is zero). Instead it records a *tap*: its input x and the seed of a
+fixed random map B. `connect` joins the taps to the network's output without
+changing its value; in the backward pass it receives the output error e and
+hands every tapped input the error ``B e`` (B of shape ``[n_out, size of one
+example of x]``). The tap at layer l+1's input lies after layer l's
+activation, BatchNorm and residual additions, so the ordinary local backward
+of those turns ``B e`` into ``(B e) * phi'(a_l)`` at layer l's output, the
+signal of Nøkland's equations; no signal crosses a weight on the way down.
+
+B is never stored: it is drawn from its seed through a counter-hash key each
+time it is needed, so it costs no memory, and it needs no knowledge of the
+output size when the model is initialised.
+"""
+
+from collections.abc import Mapping
+import dataclasses
+import functools
+import math
+from typing import ClassVar
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wtfree.feedback import counter_prng
+from wtfree.feedback.registry import Rule, get_rule, register
+
+Array = jax.Array
+
+TAPS = "dfa"
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class DirectFeedbackAlignment(Rule):
+  """Every layer's input error is ``B e``: e the output error, B fixed and random.
+
+  ``init`` draws B as ``init(key, (n_out, n_in), dtype)``; by default
+  N(0, 1/n_in), so that ``B e`` over a layer's n_in inputs has about the norm
+  of e, as the error at every layer would if the layers kept it.
+  """
+
+  name = "dfa"
+  state_names = ("seed",)
+  broadcasts_error: ClassVar[bool] = True
+
+  def init_state(self, key, shape, dtype, kernel_init):
+    del shape, dtype, kernel_init
+    return {"seed": jax.random.key_data(key)}
+
+  def feedback(self, w, state, key, kernel_init):
+    raise TypeError("dfa has no feedback kernel of W's shape; its error comes from `connect`")
+
+  def broadcast_map(self, seed: Array, n_out: int, n_in: int, dtype=jnp.float32) -> Array:
+    """The fixed ``[n_out, n_in]`` map B drawn from a layer's ``seed``."""
+    key = counter_prng.fusable(jax.random.wrap_key_data(seed))
+    if self.init is not None:
+      return self.scale * self.init(key, (n_out, n_in), dtype)
+    return (self.scale / math.sqrt(n_in)) * jax.random.normal(key, (n_out, n_in), dtype)
+
+
+def taps(collection: Mapping) -> dict[str, list[tuple[Array, Array]]]:
+  """The taps in a ``dfa`` collection: ``{layer: [(input, seed), ...]}``."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(collection))
+  return {"/".join(path[:-1]): list(value) for path, value in flat.items() if path[-1] == "taps"}
+
+
+def connect(outputs: Array, collection: Mapping, rule: "Rule | str" = "dfa") -> Array:
+  """Returns ``outputs`` unchanged, joined to the taps for the backward pass.
+
+  Args:
+    outputs: the network's output ``[batch, ...]``; its cotangent is e.
+    collection: the ``dfa`` collection of the same apply (made mutable).
+    rule: the dfa rule the layers were built with (its ``init`` and
+      ``scale`` draw B).
+
+  Returns:
+    ``outputs``; the gradient of anything computed from it reaches each
+    tapped input as ``B e``. With no taps this is the identity.
+  """
+  pairs = [pair for layer_taps in taps(collection).values() for pair in layer_taps]
+  if not pairs:
+    return outputs
+  rule = get_rule(rule)
+  if not rule.broadcasts_error:
+    raise ValueError(f"connect needs the dfa rule the layers use, got {rule.name!r}")
+  inputs = tuple(x for x, _ in pairs)
+  seeds = tuple(seed for _, seed in pairs)
+  shapes = tuple((x.shape, np.dtype(x.dtype)) for x in inputs)
+  return _broadcast(rule, shapes, outputs, inputs, seeds)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _broadcast(rule, shapes, outputs, inputs, seeds):
+  del rule, shapes, inputs, seeds
+  return outputs
+
+
+def _broadcast_fwd(rule, shapes, outputs, inputs, seeds):
+  del rule, shapes, inputs
+  return outputs, seeds
+
+
+def _broadcast_bwd(rule, shapes, seeds, e):
+  batch = e.shape[0]
+  e_flat = e.reshape(batch, -1)
+  errors = []
+  for (shape, dtype), seed in zip(shapes, seeds):
+    if shape[0] != batch:
+      raise ValueError(f"a dfa tap of shape {shape} does not share the output's batch of {batch}")
+    b = rule.broadcast_map(seed, e_flat.shape[1], math.prod(shape[1:]), e_flat.dtype)
+    errors.append((e_flat @ b).reshape(shape).astype(dtype))
+  no_seed_cotangent = tuple(np.zeros(s.shape, jax.dtypes.float0) for s in seeds)
+  return e, tuple(errors), no_seed_cotangent
+
+
+_broadcast.defvjp(_broadcast_fwd, _broadcast_bwd)
+
+
+def broadcast_maps(collection: Mapping, n_out: int, rule: "Rule | str" = "dfa") -> dict[str, Array]:
+  """Each tapped layer's B, ``{layer: [n_out, n_in]}``, for metrics."""
+  rule = get_rule(rule)
+  maps = {}
+  for layer, layer_taps in taps(collection).items():
+    x, seed = layer_taps[0]
+    maps[layer] = rule.broadcast_map(seed, n_out, math.prod(x.shape[1:]))
+  return maps
