@@ -18,9 +18,10 @@ interquartile range.
 Two references share the rounds: ``forward`` (the bp model's forward pass in
 training mode, batch statistics updated, no gradient) and ``mirror`` (wm's
 mirror pass alone, `train.mirror_only_step`), to check that a mirror pass
-costs no more than an extra forward pass. XLA's own counts for each compiled
-step (flops, bytes accessed, temporary buffers) go into the JSON beside the
-times.
+costs no more than an extra forward pass. Two cheaper wm settings are timed
+alongside the Akrout one: uniform mirror noise, and a mirror batch a quarter
+of the training batch. XLA's own counts for each compiled step (flops, bytes
+accessed, temporary buffers) go into the JSON beside the times.
 
 ResNet-50 on 224x224 images runs only on a GPU. Writes ``OUT/step_time.json``
 and ``OUT/step_time.md``.
@@ -46,6 +47,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from wtfree import feedback
 from wtfree import mirror
 from wtfree import models
 from wtfree import optim
@@ -54,9 +56,9 @@ from wtfree import train
 
 RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "wm")
 REFERENCES = ("forward", "mirror")
-# wm with a mirror batch a quarter of the training batch: a cheaper setting
-# than the Akrout configs' (mirror batch = training batch), timed alongside.
-WM_QUARTER = "wm_mirror_batch_quarter"
+# Cheaper wm settings than the Akrout configs' (Gaussian noise, mirror batch
+# = training batch), timed alongside: {name: (noise, mirror batch divisor)}.
+WM_VARIANTS = {"wm_uniform": ("uniform", 1), "wm_mirror_batch_quarter": ("gaussian", 4)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,13 +189,15 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
   batch = sharding.global_batch(local, mesh)
   tx = optim.make(optimizer_config(bench.batch), steps_per_epoch=100)
   items = []
-  variants = [(rule, rule, bench.batch) for rule in rules]
-  if "wm" in rules and bench.batch % (4 * mesh.size) == 0:
-    variants.append((WM_QUARTER, "wm", bench.batch // 4))
+  variants = [(rule, feedback.get_rule(rule), bench.batch) for rule in rules]
+  if "wm" in rules:
+    for name, (noise, divisor) in WM_VARIANTS.items():
+      if bench.batch % (divisor * mesh.size) == 0:
+        variants.append((name, feedback.get_rule("wm", noise=noise), bench.batch // divisor))
   for name, rule, mirror_batch in variants:
     model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.options)
     mirror_fn = None
-    if rule == "wm":
+    if rule.mirrored:
       mirror_fn = mirror.make_mirror_fn(
           model, bench.input_shape, mirror_batch, passes=1, input_sharding=sharding.batch_sharding(mesh)
       )
@@ -248,9 +252,10 @@ def summarise(bench: Bench, items: list[Timed], measured: dict) -> list[dict]:
     q25, median, q75 = _quantiles(ms)
     row = {
         "model": bench.name,
-        "kind": "train_step" if item.name in (*RULES, WM_QUARTER) else item.name,
+        "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS) else item.name,
         "rule": item.name if item.name in RULES else ("bp" if item.name == "forward" else "wm"),
-        "mirror_batch": bench.batch // 4 if item.name == WM_QUARTER else bench.batch,
+        "mirror_batch": bench.batch // WM_VARIANTS.get(item.name, ("", 1))[1],
+        "mirror_noise": WM_VARIANTS.get(item.name, ("gaussian",))[0],
         "setup": bench.describe(),
         "batch": bench.batch,
         "ms_per_step": median,
@@ -301,7 +306,10 @@ def environment(quick: bool, timing: Timing) -> dict[str, Any]:
       "rounds": timing.rounds,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "optimizer": "sgd, momentum 0.9, weight decay 1e-4",
-      "rule_options": "defaults (usf magnitude rms, sc p=1.0, wm eta 0.1 decay 0.5, 1 mirror pass of the batch size)",
+      "rule_options": (
+          "defaults (usf magnitude rms, sc p=1.0, wm eta 0.1 decay 0.5, Gaussian noise, 1 mirror pass "
+          "of the batch size; wm variants: uniform noise, and a mirror batch of a quarter of the batch)"
+      ),
   }
 
 
@@ -333,6 +341,8 @@ def markdown(env: dict, rows: list[dict]) -> str:
     ]
     for r in mrows:
       name = r["rule"] if r["kind"] == "train_step" else f"*{r['kind']}* ({r['rule']})"
+      if r["mirror_noise"] != "gaussian":
+        name += f", {r['mirror_noise']} noise"
       if r["mirror_batch"] != r["batch"]:
         name += f", mirror batch {r['mirror_batch']}"
       ratio = _fmt_ratio(r, "bp") or (f"{_fmt_ratio(r, 'forward')} x fwd" if r["kind"] == "mirror" else "")

@@ -23,9 +23,14 @@ def test_quick_run_writes_a_row_per_rule_and_model(tmp_path):
   steps = [r for r in rows if r["kind"] == "train_step"]
   models = {r["model"] for r in rows}
   assert models == {step_time.QUICK_BENCHES[n].name for n in step_time.QUICK_DEFAULT}
-  assert sorted((r["model"], r["rule"]) for r in steps) == sorted(
+  plain = [r for r in steps if r["mirror_noise"] == "gaussian" and r["mirror_batch"] == r["batch"]]
+  assert sorted((r["model"], r["rule"]) for r in plain) == sorted(
       (m, rule) for m in models for rule in step_time.RULES
   )
+  # The cheaper wm settings that fit the batch: uniform noise at any batch.
+  variants = [r for r in steps if r not in plain]
+  assert {r["rule"] for r in variants} == {"wm"}
+  assert any(r["mirror_noise"] == "uniform" for r in variants)
   # Each model also times a forward pass and wm's mirror pass alone.
   assert sorted((r["model"], r["kind"]) for r in rows if r["kind"] != "train_step") == sorted(
       (m, k) for m in models for k in step_time.REFERENCES

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from wtfree import feedback
 from wtfree import metrics
@@ -50,8 +51,9 @@ def test_dense_512x256_mirrors_below_five_degrees_and_stays_bounded():
   assert abs(ratio_full - ratio_half) < 0.02
 
 
-def test_conv_3x3x64x64_mirrors_below_five_degrees_through_relu():
-  rule = feedback.get_rule("wm", eta=0.005, decay=0.05)
+@pytest.mark.parametrize("noise", ["gaussian", "uniform"])
+def test_conv_3x3x64x64_mirrors_below_five_degrees_through_relu(noise):
+  rule = feedback.get_rule("wm", eta=0.005, decay=0.05, noise=noise)
   layer = wnn.Conv(64, (3, 3), use_bias=False, rule=rule, mirror_activation=nn.relu)
   w, b0, b_half, b_full = _mirror_to_convergence(layer, (12, 12, 64), 48, 100)
   assert float(metrics.angle(b0, w)) > 80
@@ -61,3 +63,12 @@ def test_conv_3x3x64x64_mirrors_below_five_degrees_through_relu():
   ratio_full = float(jnp.linalg.norm(b_full) / jnp.linalg.norm(w))
   assert abs(ratio_full - ratio_half) < 0.02 * ratio_full
   assert 0.045 < ratio_full < 0.055, ratio_full
+
+
+def test_mirror_noise_has_unit_moments_and_unknown_kinds_are_refused():
+  for kind, kurtosis in (("gaussian", 0.0), ("uniform", -1.2)):
+    x = np.asarray(mirror.noise(jax.random.key(0), (400, 500), kind=kind))
+    assert abs(x.mean()) < 0.01 and abs(x.var() - 1.0) < 0.01, kind
+    assert abs(((x - x.mean()) ** 4).mean() / x.var() ** 2 - 3.0 - kurtosis) < 0.05, kind
+  with pytest.raises(ValueError, match="is not one of"):
+    feedback.get_rule("wm", noise="laplace")

@@ -8,11 +8,31 @@ towards the covariance of x and y, which is proportional to W:
 """
 
 from collections.abc import Callable
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from wtfree import feedback
 
 Array = jax.Array
+
+
+def noise(key: Array, shape, dtype=jnp.float32, kind: str = "gaussian") -> Array:
+  """Zero-mean, unit-variance noise for a mirror pass, through a counter-hash key.
+
+  'gaussian' is N(0, 1) (``jax.random.normal``); 'uniform' is
+  U(-sqrt(3), sqrt(3)), which skips the inverse error function: on CPU that
+  function, not the convolutions, is most of a Gaussian mirror pass's extra
+  cost on ResNet-20 (see docs/performance.md).
+  """
+  key = feedback.fusable(key)
+  if kind == "gaussian":
+    return jax.random.normal(key, shape, dtype)
+  if kind == "uniform":
+    return (jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0) * math.sqrt(3.0)).astype(dtype)
+  raise ValueError(f"mirror noise {kind!r} is not one of 'gaussian', 'uniform'")
 
 
 def mirrored_feedback(
@@ -43,16 +63,35 @@ def mirrored_feedback(
   y = y - jnp.mean(y, axis=tuple(range(y.ndim - 1)), keepdims=True)
   _, kernel_vjp = jax.vjp(lambda w_: op(noise, w_), w)
   (summed,) = kernel_vjp(y)
-  # The number of input/output pairs each weight joins: the batch for a dense
-  # layer; for a convolution fewer at the kernel's edges, where padding feeds
-  # zeros, so dividing by a single count would shrink B's border weights.
-  # Every example joins the same pairs, so one example's count times the
-  # batch is exact, at 1/batch the cost of the forward convolution.
-  one = jnp.ones((1, *noise.shape[1:]), noise.dtype)
-  _, count_vjp = jax.vjp(lambda w_: op(one, w_), w)
-  (per_example,) = count_vjp(jnp.ones((1, *y.shape[1:]), y.dtype))
-  pairs = per_example * noise.shape[0]
-  return b + eta * summed / jnp.maximum(pairs, 1.0) - decay * b
+  pairs = _pairs(op, noise.shape, y.shape, w)
+  return b + eta * summed / pairs - decay * b
+
+
+def _pairs(op, noise_shape, y_shape, w: Array) -> Array | float:
+  """The number of input/output pairs each weight of ``w`` joins in ``op``.
+
+  The batch for a dense layer; for a convolution fewer at the kernel's
+  edges, where padding feeds zeros, so dividing by a single count would
+  shrink B's border weights. Every example joins the same pairs, so one
+  example's count times the batch is exact. The count depends on shapes
+  only, so it is taken once while tracing: where it is the same for every
+  weight (dense layers, VALID or 1x1 convolutions) the program gets a
+  scalar; elsewhere it computes the count, at 1/batch the cost of the
+  forward op, rather than carry a kernel-sized constant.
+  """
+
+  def per_example(w_):
+    one = jnp.ones((1, *noise_shape[1:]), w_.dtype)
+    _, count_vjp = jax.vjp(lambda v: op(one, v), w_)
+    (count,) = count_vjp(jnp.ones((1, *y_shape[1:]), w_.dtype))
+    return count
+
+  batch = noise_shape[0]
+  with jax.ensure_compile_time_eval():
+    counts = np.asarray(per_example(jnp.zeros(w.shape, w.dtype)))
+  if np.all(counts == counts.flat[0]):
+    return max(float(counts.flat[0]) * batch, 1.0)
+  return jnp.maximum(per_example(w) * batch, 1.0)
 
 
 def make_mirror_fn(

@@ -99,9 +99,8 @@ def rule_op(
   inputs, kernel, b = nn.dtypes.promote_dtype(inputs, kernel, b, dtype=dtype)
 
   if mirror_pass:
-    # A counter-hash key: the noise is computed where the op reads it.
-    noise_key = feedback.fusable(module.make_rng("mirror"))
-    inputs = jax.random.normal(noise_key, inputs.shape, inputs.dtype)
+    kind = rule.noise if rule.mirrored else "gaussian"
+    inputs = mirror.noise(module.make_rng("mirror"), inputs.shape, inputs.dtype, kind)
     if rule.mirrored and module.is_mutable_collection("feedback"):
       state["kernel"].value = mirror.mirrored_feedback(
           op, inputs, kernel, values["kernel"], mirror_activation, rule.eta, rule.decay
