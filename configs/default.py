@@ -21,9 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = "mlp"
   config.model_options = ml_collections.ConfigDict({"widths": (256, 256), "activation": "relu"})
   config.rule = "fa"
-  # Fields of the rules; each rule takes the ones it has (sc: p, usf: magnitude, wm: eta, decay).
+  # Fields of the rules; each rule takes the ones it has (sc: p, usf: magnitude, wm: eta, decay, noise).
   config.rule_options = ml_collections.ConfigDict(
-      {"scale": 1.0, "p": 1.0, "magnitude": "rms", "eta": 0.1, "decay": 0.5}
+      {"scale": 1.0, "p": 1.0, "magnitude": "rms", "eta": 0.1, "decay": 0.5, "noise": "gaussian"}
   )
   config.last_layer_bp = False
   # Weight mirror (rule 'wm'): mirror batch, mirror-only epochs, passes after each step.

@@ -1,8 +1,9 @@
 """The weight-mirror phase of Akrout et al. 2019.
 
 In a mirror pass every ``wm`` layer replaces its input by unit Gaussian noise
-x, computes y = activation(op(x, W)) with the batch mean removed, and moves B
-towards the covariance of x and y, which is proportional to W:
+x (or unit-variance uniform noise, the rule's ``noise='uniform'``), computes
+y = activation(op(x, W)) with the batch mean removed, and moves B towards the
+covariance of x and y, which is proportional to W:
 
     B <- B + eta * mean(x y^T) - decay * B
 """
@@ -24,8 +25,8 @@ def noise(key: Array, shape, dtype=jnp.float32, kind: str = "gaussian") -> Array
 
   'gaussian' is N(0, 1) (``jax.random.normal``); 'uniform' is
   U(-sqrt(3), sqrt(3)), which skips the inverse error function: on CPU that
-  function, not the convolutions, is most of a Gaussian mirror pass's extra
-  cost on ResNet-20 (see docs/performance.md).
+  function is about 40 % of a Gaussian mirror pass on ResNet-20 (see
+  docs/performance.md).
   """
   key = feedback.fusable(key)
   if kind == "gaussian":
