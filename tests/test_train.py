@@ -89,7 +89,9 @@ def test_train_and_evaluate_logs_metrics_and_angles(tmp_path):
   assert [r["step"] for r in eval_records] == [10, 20]
   last = train_records[-1]
   assert np.isfinite(last["train/loss"])
-  assert {"angle/weight/Dense_0", "angle/delta/Dense_0"} <= set(last) or any(k.startswith("angle/weight/") for k in last)
+  for layer in ("Dense_0", "head"):
+    assert {f"angle/weight/{layer}", f"angle/delta/{layer}", f"ratio/weight/{layer}"} <= set(last)
+  assert last["angle/delta/head"] < 1e-3  # the output layer's error is the same under any rule
   assert all(0.0 <= v <= 180.0 for k, v in last.items() if k.startswith("angle/"))
   assert 0.0 <= eval_records[-1]["eval/top1"] <= 1.0
   assert os.listdir(tmp_path / "tensorboard")
