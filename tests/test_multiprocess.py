@@ -9,9 +9,12 @@ a pod shares a gs:// bucket.
 import json
 import os
 import pathlib
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -54,14 +57,14 @@ def _env(out: pathlib.Path, devices: int, **extra) -> dict:
   return env
 
 
-def _run_all(jobs: list[tuple[dict, pathlib.Path, pathlib.Path]]) -> None:
+def _run_all(jobs: list[tuple[dict, pathlib.Path, pathlib.Path]], flags: list[str] = FLAGS) -> None:
   """Starts every ``(env, workdir, log)`` job at once; all must exit 0 within the timeout."""
   processes = []
   try:
     for env, workdir, log in jobs:
       with open(log, "w") as f:
         processes.append(subprocess.Popen(
-            [sys.executable, str(WORKER), *FLAGS, f"--workdir={workdir}"],
+            [sys.executable, str(WORKER), *flags, f"--workdir={workdir}"],
             cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
         ))
     codes = [p.wait(timeout=TIMEOUT_S) for p in processes]
@@ -170,3 +173,49 @@ def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):
   monkeypatch.setenv("JAX_PROCESS_ID", "three")
   with pytest.raises(app.UsageError, match="JAX_PROCESS_ID='three'"):
     main._distributed_args()
+
+
+def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
+  """A pod's hosts get SIGTERM at different times, or only some: all must save the same step."""
+  address = f"127.0.0.1:{_free_port()}"
+  (tmp_path / "out").mkdir()
+  flags = [*FLAGS, "--config.checkpoint_every_steps=100000", "--config.angles=False"]
+  processes, logs = [], [tmp_path / f"process_{i}.log" for i in range(2)]
+  hosts = [
+      _env(tmp_path / "out", 1, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
+           JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+      for i in range(2)
+  ]
+  try:
+    for i, env in enumerate(hosts):
+      with open(logs[i], "w") as f:
+        processes.append(subprocess.Popen(
+            [sys.executable, str(WORKER), *flags, "--config.num_steps=100000", f"--workdir={tmp_path / 'workdir'}"],
+            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+        ))
+    metrics = tmp_path / "workdir" / "metrics.jsonl"
+    deadline = time.time() + TIMEOUT_S
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+      assert time.time() < deadline and all(p.poll() is None for p in processes), logs[0].read_text()[-3000:]
+      time.sleep(0.5)
+    processes[1].send_signal(signal.SIGTERM)  # Only the second host.
+    codes = [p.wait(timeout=TIMEOUT_S) for p in processes]
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  texts = [log.read_text() for log in logs]
+  assert codes == [143, 143], f"exit codes {codes}\n" + "\n".join(t[-3000:] for t in texts)
+  stopped = [re.search(r"stopped on SIGTERM after step (\d+)", t) for t in texts]
+  assert all(stopped), texts
+  steps = {int(m.group(1)) for m in stopped}
+  assert len(steps) == 1, steps
+  stopped_at = steps.pop()
+  assert checkpoint.Checkpointer(str(tmp_path / "workdir")).latest_step() == stopped_at
+  # The same command resumes from there on both hosts.
+  resumed = [*flags, f"--config.num_steps={stopped_at + 5}"]
+  _run_all([(hosts[i], tmp_path / "workdir", tmp_path / f"resumed_{i}.log") for i in range(2)], resumed)
+  assert f"Resumed from the checkpoint at step {stopped_at}" in (tmp_path / "resumed_0.log").read_text()
+  states = [np.load(tmp_path / "out" / f"state_{i}.npz") for i in range(2)]
+  assert int(states[0]["step"]) == int(states[1]["step"]) == stopped_at + 5

@@ -353,8 +353,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         history, tick, tick_step = [], time.time(), done
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluate(done)
-      save(done, force=done == total_steps or stop.requested)
-      if stop.requested:
+      stopping = stop.should_stop(done)
+      save(done, force=done == total_steps or stopping)
+      if stopping:
         ckpt.wait()
         writer.close()
         raise preemption.Preempted(
