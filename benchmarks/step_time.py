@@ -36,14 +36,12 @@ import math
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import time
 from typing import Any, Callable
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

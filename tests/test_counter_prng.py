@@ -1,7 +1,6 @@
 """The counter-hash key: the statistics feedback noise relies on."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -33,7 +33,6 @@ lr * decay / (1 - momentum) per step, so it is larger than Akrout's 1e-4
 import functools
 
 import jax
-import numpy as np
 
 from wtfree import feedback
 from wtfree import mirror
