@@ -158,6 +158,12 @@ def test_shared_checkpoint_is_whole(runs):
   jax.tree.map(
       lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6), state, reference
   )
+  # Without a target it comes back onto this process's device, for inspection.
+  untargeted, _ = checkpoint.Checkpointer(str(multi / "workdir")).restore(STEPS)
+  jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6),
+      untargeted, dict(reference),
+  )
 
 
 def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):

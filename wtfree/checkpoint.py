@@ -55,8 +55,11 @@ class Checkpointer:
     """Restores ``(state, meta)`` at ``step``.
 
     Into the shapes and shardings of ``abstract_state``; without one, as a
-    tree of host arrays (for inspecting a run).
+    tree (nested dicts) of arrays on this host's first device, whatever the
+    topology the run saved it from (for inspecting a run).
     """
+    if abstract_state is None:
+      abstract_state = self._on_one_device(step)
     restored = self._manager.restore(
         step,
         args=ocp.args.Composite(
@@ -64,6 +67,14 @@ class Checkpointer:
         ),
     )
     return restored.state, restored.meta
+
+  def _on_one_device(self, step: int):
+    # Orbax restores without a target only onto the topology that saved the
+    # checkpoint; read the shapes and dtypes and place them here instead.
+    metadata = ocp.StandardCheckpointer().metadata(self._manager.directory / str(step) / "state")
+    tree = metadata.item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree)
 
   def wait(self) -> None:
     """Blocks until pending saves are on disk."""
