@@ -1,6 +1,7 @@
 """Every published config builds its model and takes a train step at a tiny size."""
 
 import importlib
+import logging
 import pathlib
 
 import jax
@@ -54,3 +55,14 @@ def test_config_takes_one_step(name):
     assert np.isfinite(float(step_metrics["loss"]))
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, jax.device_get(new_state.params))
   assert any(jax.tree.leaves(changed)), "the step left every parameter unchanged"
+
+
+def test_kp_without_weight_decay_is_warned_about(caplog):
+  config = importlib.import_module("configs.digits_mlp").get_config()
+  config.rule = "kp"
+  for decay, warned in ((0.0, True), (1e-4, False)):
+    config.weight_decay = decay
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      validate.check_config(config)
+    assert ("B - W never shrinks" in caplog.text) == warned, caplog.text

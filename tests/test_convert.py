@@ -189,12 +189,16 @@ def test_kp_aligns_every_layer_of_a_flax_transformer_block():
   variables = model.init(RNGS, x)
   plain = flax.traverse_util.flatten_dict(Block().init(RNGS, x)["params"])
   ours = flax.traverse_util.flatten_dict(variables["params"])
-  learned_feedback = {path[:-1] + ("feedback_kernel",) for path in plain if path[-1] == "kernel"}
-  assert len(learned_feedback) == 8
-  assert set(ours) == set(plain) | learned_feedback
+  offset_scales = {path[:-1] + ("offset_scale",) for path in plain if path[-1] == "kernel"}
+  assert len(offset_scales) == 8
+  assert set(ours) == set(plain) | offset_scales
   _, collected = model.apply(variables, x, mutable=["alignment"])
   assert all(float(a) > 80 for a in metrics.weight_angles(collected["alignment"]).values())
-  tx = optax.chain(optax.add_decayed_weights(0.05, mask=optim.decay_mask), optax.sgd(0.05, momentum=0.9))
+  tx = optax.chain(
+      optax.add_decayed_weights(0.05, mask=optim.decay_mask),
+      optax.sgd(0.05, momentum=0.9),
+      optim.kolen_pollack_decay(0.05 * 0.05 / (1 - 0.9)),
+  )
   losses, angles = _train(model, variables, x, labels, 200, tx)
   assert float(losses[-1]) < 0.5 * float(losses[0]), losses
   assert len(angles) == 8

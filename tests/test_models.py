@@ -128,12 +128,14 @@ def test_fa_keeps_feedback_for_every_kernel_but_a_bp_last_layer(case):
   assert _paths(variables["feedback"], "kernel") == {k: v for k, v in kernels.items() if k != "head"}
 
 
-def test_kp_keeps_a_feedback_kernel_beside_every_kernel():
+def test_kp_keeps_an_offset_beside_every_kernel():
   model, x = _model("resnet_tiny_bottleneck", "kp", last_layer_bp=True)
-  params = _init(model, x)["params"]
-  kernels = _paths(params, "kernel")
+  variables = _init(model, x)
+  kernels = _paths(variables["params"], "kernel")
   assert any("proj_conv" in k for k in kernels)  # shortcuts transport weights too
-  assert _paths(params, "feedback_kernel") == {k: v for k, v in kernels.items() if k != "head"}
+  hidden = {k: v for k, v in kernels.items() if k != "head"}
+  assert _paths(variables["feedback"], "offset") == hidden
+  assert _paths(variables["params"], "offset_scale") == {k: () for k in hidden}
 
 
 @pytest.mark.parametrize("case", ("mlp_bn", "lenet_cifar", "resnet_tiny_bottleneck"))

@@ -3,12 +3,14 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from wtfree import metrics
 from wtfree import nn as wnn
+from wtfree import optim
 
 
 class MLP(nn.Module):
@@ -54,22 +56,24 @@ def test_bp_equals_jax_grad_of_plain_flax(net, shape):
 
 
 def test_kp_brings_every_weight_angle_below_one_degree():
-  """SGD with weight decay on W and B: W - B shrinks and B converges to W."""
+  """SGD with weight decay; kp's decay shrinks B - W and B converges to W."""
   model = MLP(rule="kp")
   x = jax.random.normal(jax.random.key(0), (64, 5))
   y = jnp.argmax(x[:, :3] + 0.3 * x[:, 3:4], axis=-1)
   variables = model.init(jax.random.key(1), x)
   params = variables["params"]
-  tx = optax.chain(optax.add_decayed_weights(0.05), optax.sgd(0.5))
+  tx = optax.chain(
+      optax.add_decayed_weights(0.05, mask=optim.decay_mask), optax.sgd(0.5), optim.kolen_pollack_decay(0.5 * 0.05)
+  )
   opt_state = tx.init(params)
 
   def angles(params):
-    _, state = model.apply({"params": params}, x, mutable=["alignment"])
+    _, state = model.apply({**variables, "params": params}, x, mutable=["alignment"])
     return metrics.weight_angles(state["alignment"])
 
   @jax.jit
   def step(params, opt_state):
-    grads = jax.grad(lambda p: _loss(model, {"params": p}, x, y))(params)
+    grads = jax.grad(lambda p: _loss(model, {**variables, "params": p}, x, y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
@@ -80,3 +84,56 @@ def test_kp_brings_every_weight_angle_below_one_degree():
   end = angles(params)
   assert set(end) == {"hidden", "out"}
   assert all(float(a) < 1.0 for a in end.values()), end
+
+
+def test_kp_follows_the_equations_with_an_explicit_b():
+  """Under SGD with decay, W and B get the same update and the same decay, step by step.
+
+  The reference keeps B as its own array and applies Kolen-Pollack as
+  written, W <- W - lr (g + wd W), B <- B - lr (g + wd B), with the hidden
+  layer's error sent back through B; wtfree keeps B as W + c * offset.
+  """
+  model = MLP(rule="kp")
+  x = jax.random.normal(jax.random.key(0), (32, 5))
+  y = jnp.arange(32) % 3
+  variables = model.init(jax.random.key(1), x)
+  lr, wd = 0.3, 0.2
+  config = ml_collections.ConfigDict(dict(
+      optimizer="sgd", momentum=0.0, weight_decay=wd, batch_manhattan=False, learning_rate=lr,
+      batch_size=32, scale_lr_by_batch=False, schedule="constant", warmup_epochs=0,
+  ))
+  tx = optim.make(config, steps_per_epoch=10)
+
+  def feedback_kernels(variables):
+    _, state = model.apply(variables, x, mutable=["alignment"])
+    return {name: layer["feedback"] for name, layer in state["alignment"].items()}
+
+  ref = {name: dict(variables["params"][name]) for name in ("hidden", "out")}
+  for name, b in feedback_kernels(variables).items():
+    ref[name]["feedback"] = b
+
+  def ref_grads(p):
+    h = jnp.tanh(x @ p["hidden"]["kernel"] + p["hidden"]["bias"])
+    logits = h @ p["out"]["kernel"] + p["out"]["bias"]
+    e = (jax.nn.softmax(logits) - jax.nn.one_hot(y, 3)) / x.shape[0]
+    da = (e @ p["out"]["feedback"].T) * (1 - h**2)
+    return {"hidden": (x.T @ da, da.sum(0)), "out": (h.T @ e, e.sum(0))}
+
+  params, opt_state = variables["params"], tx.init(variables["params"])
+  for _ in range(5):
+    grads = jax.grad(lambda p: _loss(model, {**variables, "params": p}, x, y))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    for name, (g_w, g_b) in ref_grads(ref).items():
+      layer = ref[name]
+      layer["kernel"], layer["feedback"] = (
+          layer["kernel"] - lr * (g_w + wd * layer["kernel"]),
+          layer["feedback"] - lr * (g_w + wd * layer["feedback"]),
+      )
+      layer["bias"] = layer["bias"] - lr * g_b
+  used = feedback_kernels({**variables, "params": params})
+  for name in ("hidden", "out"):
+    for leaf in ("kernel", "bias"):
+      np.testing.assert_allclose(params[name][leaf], ref[name][leaf], rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(used[name], ref[name]["feedback"], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(used[name], params[name]["kernel"], atol=1e-2)  # B has not collapsed onto W

@@ -28,15 +28,15 @@ def _config(**kw):
 
 
 def _kp_mlp():
-  """Params and a batch for a kp MLP with BN: kernels, feedback kernels, biases, BN."""
+  """Params and gradients of a kp MLP with BN: kernels, kp offset scales, biases, BN."""
   model = models.get_model("mlp", num_classes=3, widths=(8,), rule="kp", batch_norm=True)
   x = jax.random.normal(jax.random.key(0), (16, 5))
   y = jnp.arange(16) % 3
   variables = model.init(jax.random.key(1), x, train=False)
-  params, stats = variables["params"], variables["batch_stats"]
+  params = variables["params"]
 
   def loss(p):
-    logits, _ = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
+    logits, _ = model.apply({**variables, "params": p}, x, train=True, mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   return params, jax.grad(loss)(params)
@@ -49,15 +49,16 @@ def _leaves(tree):
 def test_batch_manhattan_moves_every_weight_by_exactly_lr():
   params, grads = _kp_mlp()
   leaves = _leaves(grads)
-  assert any("feedback_kernel" in k for k in leaves) and any("scale" in k for k in leaves)
-  assert all(np.all(g != 0) for g in leaves.values())
+  assert any("offset_scale" in k for k in leaves) and any("['scale']" in k for k in leaves)
+  trained = {k: g for k, g in leaves.items() if "offset_scale" not in k}
+  assert all(np.all(g != 0) for g in trained.values())
   tx = optim.make(_config(batch_manhattan=True), steps_per_epoch=10)
   updates, _ = tx.update(grads, tx.init(params), params)
   for name, u in _leaves(updates).items():
     np.testing.assert_array_equal(u, -0.1 * np.sign(leaves[name]), err_msg=name)
   moved = jax.tree.map(lambda new, old: jnp.abs(new - old), optax.apply_updates(params, updates), params)
   for name, m in _leaves(moved).items():
-    np.testing.assert_allclose(m, 0.1, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(m, 0.1 if name in trained else 0.0, rtol=1e-5, err_msg=name)
 
 
 def test_order_is_decay_then_sign_then_momentum_then_lr():
@@ -68,7 +69,9 @@ def test_order_is_decay_then_sign_then_momentum_then_lr():
   first, state = tx.update(small, state, params)
   second, _ = tx.update(small, state, params)
   for name, p in _leaves(params).items():
-    decayed = name.endswith("['kernel']") or name.endswith("['feedback_kernel']")
+    if name.endswith("['offset_scale']"):
+      continue  # kp's factor: see test_kp_offset_scale_shrinks_by_the_decay_rate
+    decayed = name.endswith("['kernel']")
     # Decay before the sign: where it applies, the sign is W's, not g's.
     direction = np.sign(p) if decayed else np.sign(_leaves(small)[name])
     np.testing.assert_allclose(_leaves(first)[name], -0.1 * direction, rtol=1e-6, err_msg=name)
@@ -76,7 +79,7 @@ def test_order_is_decay_then_sign_then_momentum_then_lr():
     np.testing.assert_allclose(_leaves(second)[name], -0.1 * 1.9 * direction, rtol=1e-6, err_msg=name)
 
 
-def test_weight_decay_reaches_kernels_and_feedback_kernels_only():
+def test_weight_decay_reaches_kernels_and_kp_offsets_only():
   params, grads = _kp_mlp()
   zeros = jax.tree.map(jnp.zeros_like, grads)
   tx = optim.make(_config(weight_decay=0.5, learning_rate=1.0), steps_per_epoch=10)
@@ -84,37 +87,55 @@ def test_weight_decay_reaches_kernels_and_feedback_kernels_only():
   decayed = set()
   for name, u in _leaves(updates).items():
     p = _leaves(params)[name]
-    if name.endswith("['kernel']") or name.endswith("['feedback_kernel']"):
+    if name.endswith("['kernel']") or name.endswith("['offset_scale']"):
       decayed.add(name)
       np.testing.assert_allclose(u, -0.5 * p, rtol=1e-6, err_msg=name)
     else:
       np.testing.assert_array_equal(u, 0.0, err_msg=name)
   assert decayed == {
       "['Dense_0']['kernel']",
-      "['Dense_0']['feedback_kernel']",
+      "['Dense_0']['offset_scale']",
       "['head']['kernel']",
-      "['head']['feedback_kernel']",
+      "['head']['offset_scale']",
   }
   assert any("BatchNorm_0" in k for k in _leaves(params)) and "['head']['bias']" in _leaves(params)
 
 
-def test_kp_difference_w_minus_b_only_decays():
-  """Kolen-Pollack: with W's gradient also on B, W - B evolves by the decay alone."""
-  start, grads = _kp_mlp()
-  for layer in ("Dense_0", "head"):
-    np.testing.assert_array_equal(grads[layer]["kernel"], grads[layer]["feedback_kernel"])
-  tx = optim.make(_config(momentum=0.9, nesterov=True, weight_decay=1e-2), steps_per_epoch=10)
-  params, state = start, tx.init(start)
-  for _ in range(3):
+@pytest.mark.parametrize(
+    "options, per_lr",
+    [
+        (dict(momentum=0.9, nesterov=True), 0.2 / (1 - 0.9)),
+        (dict(batch_manhattan=True), 0.2),
+        (dict(optimizer="adam"), 0.2),
+    ],
+)
+def test_kp_offset_scale_shrinks_by_the_decay_rate(options, per_lr):
+  """kp's c (B - W = c * offset) shrinks by lr * weight_decay / (1 - momentum) per step."""
+  params, grads = _kp_mlp()
+  config = _config(weight_decay=0.2, schedule="step", warmup_epochs=1, **options)
+  tx = optim.make(config, steps_per_epoch=2)
+  lr = optim.schedule(config, steps_per_epoch=2)
+  state, expected = tx.init(params), 1.0
+  for step in range(4):
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
+    expected *= 1.0 - float(lr(step)) * per_lr
+  assert expected < 0.99
   for layer in ("Dense_0", "head"):
-    before = start[layer]["kernel"] - start[layer]["feedback_kernel"]
-    after = params[layer]["kernel"] - params[layer]["feedback_kernel"]
-    # Momentum and decay are linear, so W - B is scaled by one factor below 1.
-    ratio = after / before
-    np.testing.assert_allclose(ratio, ratio.ravel()[0], rtol=1e-4)
-    assert 0 < float(ratio.ravel()[0]) < 1
+    np.testing.assert_allclose(params[layer]["offset_scale"], expected, rtol=1e-6)
+
+
+def test_kolen_pollack_decay_changes_only_offset_scales():
+  params, grads = _kp_mlp()
+  tx = optim.kolen_pollack_decay(lambda count: 0.1 * (count + 1))
+  state = tx.init(params)
+  for count in range(2):
+    updates, state = tx.update(grads, state, params)
+    for name, u in _leaves(updates).items():
+      want = -0.1 * (count + 1) * _leaves(params)[name] if "offset_scale" in name else _leaves(grads)[name]
+      np.testing.assert_allclose(u, want, rtol=1e-6, err_msg=name)
+  with pytest.raises(ValueError, match="needs the params"):
+    tx.update(grads, state)
 
 
 def test_sgd_matches_optax_sgd_with_masked_decay():
@@ -122,7 +143,9 @@ def test_sgd_matches_optax_sgd_with_masked_decay():
   config = _config(momentum=0.9, nesterov=True, weight_decay=1e-4)
   ours = optim.make(config, steps_per_epoch=10)
   reference = optax.chain(
-      optax.add_decayed_weights(1e-4, mask=optim.decay_mask), optax.sgd(0.1, momentum=0.9, nesterov=True)
+      optax.add_decayed_weights(1e-4, mask=optim.decay_mask),
+      optax.sgd(0.1, momentum=0.9, nesterov=True),
+      optim.kolen_pollack_decay(0.1 * 1e-4 / (1 - 0.9)),
   )
   s1, s2 = ours.init(params), reference.init(params)
   for i in range(3):
@@ -137,7 +160,8 @@ def test_adam_first_step_has_size_lr():
   tx = optim.make(_config(optimizer="adam", learning_rate=1e-3), steps_per_epoch=10)
   updates, _ = tx.update(grads, tx.init(params), params)
   for name, u in _leaves(updates).items():
-    np.testing.assert_allclose(np.abs(u), 1e-3, rtol=1e-3, err_msg=name)
+    # kp's factor gets no gradient; without weight decay it stays.
+    np.testing.assert_allclose(np.abs(u), 0.0 if "offset_scale" in name else 1e-3, rtol=1e-3, err_msg=name)
 
 
 def test_step_schedule_akrout():

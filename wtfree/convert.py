@@ -22,7 +22,7 @@ Design:
   model's for the same key, a plain model's params load as they are and,
   under ``bp``, outputs and gradients are flax's. The rule's state is added
   as wtfree's layers add it: the ``feedback`` collection, kp's
-  ``feedback_kernel`` next to ``kernel`` in ``params``, and, when mutable,
+  ``offset_scale`` next to ``kernel`` in ``params``, and, when mutable,
   ``alignment``, ``perturbations`` (a zero on each layer's output, bias
   included) and the dfa taps.
 - Conv inputs with several batch axes are flattened to one around the op,
@@ -331,7 +331,7 @@ def convert(
 
   Returns:
     A `Converted` module; ``convert(m, r).init(key, x)['params']`` equals
-    ``m.init(key, x)['params']`` (plus kp's ``feedback_kernel``).
+    ``m.init(key, x)['params']`` (plus kp's ``offset_scale``).
 
   Raises:
     TypeError: if ``model`` is not a flax.linen Module.

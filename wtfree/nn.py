@@ -2,8 +2,8 @@
 
 `Dense` and `Conv` take flax's signatures plus ``rule`` (a name or a
 `wtfree.feedback.Rule`) and ``mirror_activation``. W lives in ``params``; B,
-or the fixed random state B is made from, lives in the ``feedback``
-collection (kp keeps its learned B in ``params`` as ``feedback_kernel``).
+or the state B is made from, lives in the ``feedback`` collection (kp's
+``offset_scale``, which the optimizer shrinks, in ``params``).
 
 Three extra collections are written only when the caller makes them mutable:
 ``alignment`` receives each layer's W and the B it used (for weight angles),
@@ -28,15 +28,18 @@ Array = jax.Array
 default_kernel_init = nn.initializers.lecun_normal()
 
 
-def _feedback_state(module: nn.Module, rule: feedback.Rule, shape, dtype, kernel_init) -> dict[str, Any]:
+def _feedback_state(module: nn.Module, rule: feedback.Rule, kernel: Array, kernel_init) -> dict[str, Any]:
   drawn = {}
 
   def init(name):
     if not drawn:
-      drawn.update(rule.init_state(module.make_rng("params"), shape, dtype, kernel_init))
+      drawn.update(rule.init_state(module.make_rng("params"), kernel, kernel_init))
     return drawn[name]
 
-  return {n: module.variable(rule.collection, n, init, n) for n in rule.state_names}
+  return {
+      n: module.variable("params" if n in rule.param_names else rule.collection, n, init, n)
+      for n in rule.state_names
+  }
 
 
 def _step_key(module: nn.Module, rule: feedback.Rule) -> Array | None:
@@ -68,8 +71,8 @@ def rule_op(
   """``op(inputs, kernel)`` inside ``module``, its backward pass following ``rule``.
 
   Call it from a compact method of ``module``: the rule's state is created in
-  the module's ``feedback`` collection (kp's learned B in ``params`` as
-  ``feedback_kernel``), W and the B used are sown into ``alignment``, and dfa
+  the module's ``feedback`` collection (kp's ``offset_scale`` in
+  ``params``), W and the B used are sown into ``alignment``, and dfa
   layers sow their taps into ``dfa``. `Dense`, `Conv` and `wtfree.convert`
   are built on it.
 
@@ -88,13 +91,14 @@ def rule_op(
     ``op(inputs, kernel)`` in the promoted dtype.
   """
   rule = feedback.get_rule(rule)
-  state = _feedback_state(module, rule, kernel.shape, kernel.dtype, kernel_init)
+  state = _feedback_state(module, rule, kernel, kernel_init)
   values = {n: v.value for n, v in state.items()}
   module.sow("alignment", "forward", kernel, init_fn=lambda: None, reduce_fn=lambda _, x: x)
   if rule.broadcasts_error:
     b = None
   else:
-    b = rule.feedback(kernel, values, _step_key(module, rule), kernel_init)
+    # No rule learns B through the gradient (kp's state moves in the optimizer).
+    b = jax.lax.stop_gradient(rule.feedback(kernel, values, _step_key(module, rule), kernel_init))
     module.sow("alignment", "feedback", b, init_fn=lambda: None, reduce_fn=lambda _, x: x)
   inputs, kernel, b = nn.dtypes.promote_dtype(inputs, kernel, b, dtype=dtype)
 
@@ -111,7 +115,7 @@ def rule_op(
       module.sow(feedback.direct.TAPS, "taps", (inputs, values["seed"]))
     # The input error is B e, which `feedback.connect` delivers to the tap.
     return op(jax.lax.stop_gradient(inputs), kernel)
-  return feedback.linear(op, inputs, kernel, b, rule.learns_feedback)
+  return feedback.linear(op, inputs, kernel, b)
 
 
 class _FeedbackLayer(nn.Module):

@@ -1,11 +1,11 @@
 """The optimizer: one optax chain built from the config.
 
-    decay -> [batch Manhattan] -> momentum or Adam -> learning rate
+    decay -> [batch Manhattan] -> momentum or Adam -> learning rate -> [kp decay]
 
-L2 weight decay is added to the gradient of every ``kernel`` and of kp's
-``feedback_kernel`` (so that B gets exactly W's update, decay included), never
-to BatchNorm parameters or biases. Batch Manhattan (Liao et al. 2016) replaces
+L2 weight decay is added to the gradient of every ``kernel``, never to
+BatchNorm parameters or biases. Batch Manhattan (Liao et al. 2016) replaces
 each gradient by its sign, so that plain SGD moves every weight by exactly lr.
+The last transform shrinks Kolen-Pollack's B - W (`kolen_pollack_decay`).
 """
 
 from collections.abc import Callable
@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-DECAYED = ("kernel", "feedback_kernel")
+DECAYED = ("kernel",)
+# The factor c of kp's B = W + c * offset (`wtfree.feedback.learned`).
+KP_SCALE = "offset_scale"
 # Akrout et al. (and Goyal et al.) quote learning rates per 256 examples.
 REFERENCE_BATCH = 256
 
@@ -44,14 +46,50 @@ def batch_manhattan() -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _leaf_name(path) -> Any:
+  last = path[-1]
+  return getattr(last, "key", getattr(last, "name", None))
+
+
 def decay_mask(params) -> Any:
-  """True at every leaf named ``kernel`` or ``feedback_kernel``, else False."""
+  """True at every leaf named ``kernel``, else False."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) in DECAYED, params)
 
-  def decayed(path, _):
-    last = path[-1]
-    return getattr(last, "key", getattr(last, "name", None)) in DECAYED
 
-  return jax.tree_util.tree_map_with_path(decayed, params)
+def kolen_pollack_decay(rate: float | optax.Schedule) -> optax.GradientTransformation:
+  """Shrinks every kp ``offset_scale`` c by the factor ``1 - rate(step)``.
+
+  Under kp, B = W + c * (B_0 - W_0) (`wtfree.feedback.learned.KolenPollack`),
+  so B follows W's updates by itself and this transform supplies the
+  decay: B - W shrinks by ``1 - rate`` every step, the same factor whatever
+  the chain before it did to W. Put it last in a chain (after the learning
+  rate); it sets c's update to ``-rate * c`` and leaves all other updates.
+  `make` adds it with ``rate = lr * weight_decay / (1 - momentum)``.
+
+  Args:
+    rate: the per-step decay lambda, a float or a function of the step
+      (counted from 0 at the first update); clipped to [0, 1].
+  """
+  rate_fn = rate if callable(rate) else (lambda count: rate)
+
+  def init_fn(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("kolen_pollack_decay needs the params: call update(updates, state, params)")
+    shrink = jnp.clip(rate_fn(state.count), 0.0, 1.0)
+
+    def one(path, update, param):
+      if _leaf_name(path) != KP_SCALE:
+        return update
+      return (-shrink * param).astype(update.dtype)
+
+    updates = jax.tree_util.tree_map_with_path(one, updates, params)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _sgd(config) -> optax.GradientTransformation:
@@ -186,8 +224,10 @@ def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
 
   Reads ``config.optimizer`` ('sgd' with ``momentum`` and ``nesterov``, or
   'adam' with ``b1``, ``b2``, ``eps``), ``config.weight_decay`` (L2, added to
-  the gradients of kernels and kp feedback kernels), ``config.batch_manhattan``
-  and the learning-rate fields read by `schedule`.
+  the gradients of kernels), ``config.batch_manhattan`` and the learning-rate
+  fields read by `schedule`. With weight decay, kp's B - W shrinks by
+  ``lr * weight_decay / (1 - momentum)`` per step (momentum 0 for Adam): the
+  rate at which SGD's decay shrinks a weight that gets no gradient.
 
   The train loop does not call the optimizer in mirror-only steps, so its
   n-th update (counting from 0) is global step ``mirror_steps + n`` and takes
@@ -198,7 +238,7 @@ def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
     steps_per_epoch: training steps per epoch.
 
   Returns:
-    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr``.
+    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr -> kp decay``.
 
   Raises:
     ValueError: for an unknown optimizer or schedule name.
@@ -212,4 +252,8 @@ def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
   chain.append(_OPTIMIZERS[config.optimizer](config))
   lr, offset = schedule(config, steps_per_epoch), mirror_steps(config, steps_per_epoch)
   chain.append(optax.scale_by_learning_rate(lambda count: lr(count + offset)))
+  if config.get("weight_decay", 0.0):
+    momentum = config.get("momentum", 0.0) if config.optimizer == "sgd" else 0.0
+    per_lr = config.weight_decay / (1.0 - momentum)
+    chain.append(kolen_pollack_decay(lambda count: lr(count + offset) * per_lr))
   return optax.chain(*chain)

@@ -2,6 +2,7 @@
 
 import json
 
+from absl import logging
 from etils import epath
 import jax
 
@@ -24,7 +25,8 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
 
   Checks: the rule, model, optimizer, schedule and data set exist; the global
   batch sizes divide over devices and hosts; Batch Manhattan is not paired
-  with Adam; mirror settings are not given to a rule other than wm.
+  with Adam; mirror settings are not given to a rule other than wm. Warns
+  when kp runs without weight decay.
   """
   from wtfree import data  # Imported here: loading it pulls in tfds.
 
@@ -48,6 +50,11 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
     raise ValueError(
         "batch_manhattan=True with optimizer 'adam' contradicts: Adam rescales the signs "
         "away. Use --config.optimizer=sgd or --config.batch_manhattan=False"
+    )
+  if config.rule == "kp" and not config.get("weight_decay", 0.0):
+    logging.warning(
+        "rule 'kp' with weight_decay=0: B - W never shrinks, so B does not converge to W; "
+        "set --config.weight_decay (Akrout et al.: 1e-4)"
     )
   if config.rule != "wm" and (config.get("mirror_epochs", 0) or config.get("mirror_passes", 1) != 1):
     raise ValueError(

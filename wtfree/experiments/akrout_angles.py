@@ -22,7 +22,7 @@ ratio eta_B / lambda = 2 makes B ~ W for layers a ReLU follows
 every residual branch's error down against its shortcut and leaves the
 early layers' delta angles near 90 degrees although every weight angle is
 small.
-Kolen-Pollack: B receives W's gradient and weight decay; the weight decay
+Kolen-Pollack: B receives W's updates and the same decay; the weight decay
 (the same for every rule) sets how fast B - W shrinks, by
 lr * decay / (1 - momentum) per step, so it is larger than Akrout's 1e-4
 (they took ~10^5 steps; we take ~10^3).
@@ -49,7 +49,7 @@ def _setup(quick: bool) -> dict:
       "data": common.load("digits").source,
       "model": "resnet_tiny: stem conv3x3x8, basic blocks 8 and 16 (stride 2, 1x1 projection), BN before ReLU, "
                "no conv biases, global average pool, Dense 10",
-      "optimizer": "SGD momentum 0.9, L2 weight decay on kernels (and kp's B), constant lr",
+      "optimizer": "SGD momentum 0.9, L2 weight decay on kernels (kp: B - W shrinks at the same rate), constant lr",
       "learning_rate": 0.1 if quick else 0.05,
       "weight_decay": 0.04 if quick else 0.01,
       "batch_size": 32,

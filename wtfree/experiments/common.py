@@ -110,7 +110,7 @@ def make_state(model, tx, input_shape, seed: int) -> train.TrainState:
 
 def sgd(learning_rate: float, momentum: float = 0.0, manhattan: bool = False,
         weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """``[decay] -> [sign] -> [momentum] -> -lr``, the chain `wtfree.optim.make` builds."""
+  """``[decay] -> [sign] -> [momentum] -> -lr -> [kp decay]``, the chain `wtfree.optim.make` builds."""
   from wtfree import optim
 
   chain = []
@@ -121,6 +121,8 @@ def sgd(learning_rate: float, momentum: float = 0.0, manhattan: bool = False,
   if momentum:
     chain.append(optax.trace(decay=momentum))
   chain.append(optax.scale(-learning_rate))
+  if weight_decay:
+    chain.append(optim.kolen_pollack_decay(learning_rate * weight_decay / (1.0 - momentum)))
   return optax.chain(*chain)
 
 

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wtfree import feedback
 from wtfree import models
 from wtfree.experiments import common
 from wtfree.feedback import fixed
@@ -36,9 +35,9 @@ class SparseFeedbackAlignment(fixed.FeedbackAlignment):
   state_names = ("kernel", "mask")
   keep: float = 0.5
 
-  def init_state(self, key, shape, dtype, kernel_init):
-    mask = jax.random.bernoulli(jax.random.fold_in(key, 1), self.keep, shape).astype(dtype)
-    return {"kernel": self.draw(key, shape, dtype, kernel_init), "mask": mask}
+  def init_state(self, key, kernel, kernel_init):
+    mask = jax.random.bernoulli(jax.random.fold_in(key, 1), self.keep, kernel.shape).astype(kernel.dtype)
+    return {"kernel": self.draw(key, kernel.shape, kernel.dtype, kernel_init), "mask": mask}
 
   def feedback(self, w, state, key, kernel_init):
     return state["kernel"] * state["mask"]

@@ -48,8 +48,8 @@ class DirectFeedbackAlignment(Rule):
   state_names = ("seed",)
   broadcasts_error: ClassVar[bool] = True
 
-  def init_state(self, key, shape, dtype, kernel_init):
-    del shape, dtype, kernel_init
+  def init_state(self, key, kernel, kernel_init):
+    del kernel, kernel_init
     return {"seed": jax.random.key_data(key)}
 
   def feedback(self, w, state, key, kernel_init):

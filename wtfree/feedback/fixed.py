@@ -26,8 +26,8 @@ class FeedbackAlignment(Rule):
   name = "fa"
   state_names = ("kernel",)
 
-  def init_state(self, key, shape, dtype, kernel_init):
-    return {"kernel": self.draw(key, shape, dtype, kernel_init)}
+  def init_state(self, key, kernel, kernel_init):
+    return {"kernel": self.draw(key, kernel.shape, kernel.dtype, kernel_init)}
 
   def feedback(self, w, state, key, kernel_init):
     return state["kernel"]

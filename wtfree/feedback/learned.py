@@ -2,29 +2,39 @@
 
 import dataclasses
 
+import jax.numpy as jnp
+
 from wtfree.feedback.registry import Rule, register
 
 
 @register
 @dataclasses.dataclass(frozen=True)
 class KolenPollack(Rule):
-  """B starts random and receives exactly W's gradient.
+  """B starts random, receives W's updates and the same decay, and converges to W.
 
-  B lives in ``params`` (as ``feedback_kernel``) so that the optimizer gives
-  it W's update, momentum and weight decay included; W - B then shrinks with
-  the decay and B converges to W.
+  Kolen-Pollack gives W and B the same update A(t) and the same decay
+  lambda_t every step, so whatever A is, B - W only shrinks:
+
+      B_t - W_t = c_t (B_0 - W_0),    c_t = prod_s (1 - lambda_s).
+
+  B is kept in that form: the fixed offset ``B_0 - W_0`` (``offset``, in
+  ``feedback``) and the factor c (``offset_scale``, a scalar starting at 1,
+  in ``params``), and formed as ``W + c * offset`` where the backward pass
+  uses it. `wtfree.optim.make` shrinks c by lambda_t = lr_t * weight_decay /
+  (1 - momentum) per step, the rate at which the chain's decay shrinks a
+  weight that gets no gradient. B thus costs no optimizer pass of its own.
   """
 
   name = "kp"
-  state_names = ("feedback_kernel",)
-  collection = "params"
-  learns_feedback = True
+  state_names = ("offset", "offset_scale")
+  param_names = ("offset_scale",)
 
-  def init_state(self, key, shape, dtype, kernel_init):
-    return {"feedback_kernel": self.draw(key, shape, dtype, kernel_init)}
+  def init_state(self, key, kernel, kernel_init):
+    b = self.draw(key, kernel.shape, kernel.dtype, kernel_init)
+    return {"offset": b - kernel, "offset_scale": jnp.ones((), kernel.dtype)}
 
   def feedback(self, w, state, key, kernel_init):
-    return state["feedback_kernel"]
+    return w + state["offset_scale"].astype(w.dtype) * state["offset"]
 
 
 NOISES = ("gaussian", "uniform")
@@ -61,8 +71,8 @@ class WeightMirror(Rule):
     if self.noise not in NOISES:
       raise ValueError(f"wm noise {self.noise!r} is not one of {', '.join(NOISES)}")
 
-  def init_state(self, key, shape, dtype, kernel_init):
-    return {"kernel": self.draw(key, shape, dtype, kernel_init)}
+  def init_state(self, key, kernel, kernel_init):
+    return {"kernel": self.draw(key, kernel.shape, kernel.dtype, kernel_init)}
 
   def feedback(self, w, state, key, kernel_init):
     return state["kernel"]

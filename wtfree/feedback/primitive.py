@@ -21,8 +21,8 @@ Array = jax.Array
 LinearOp = Callable[[Array, Array], Array]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
-def linear(op: LinearOp, x: Array, w: Array, b: Array, learn_b: bool = False) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def linear(op: LinearOp, x: Array, w: Array, b: Array) -> Array:
   """Applies ``op(x, w)`` and backpropagates the input error through ``b``.
 
   Args:
@@ -30,23 +30,22 @@ def linear(op: LinearOp, x: Array, w: Array, b: Array, learn_b: bool = False) ->
       a matmul, a convolution or an einsum.
     x: the input.
     w: the forward kernel.
-    b: the feedback kernel, same shape and dtype as ``w``.
-    learn_b: if True, ``b`` receives ``w``'s gradient (Kolen-Pollack);
-      otherwise its cotangent is zero.
+    b: the feedback kernel, same shape and dtype as ``w``; its cotangent is
+      zero.
 
   Returns:
     ``op(x, w)``.
   """
-  del b, learn_b
+  del b
   return op(x, w)
 
 
-def _linear_fwd(op, x, w, b, learn_b):
+def _linear_fwd(op, x, w, b):
   # Only x and b are kept: op is linear in w, so dw needs no w.
   return op(x, w), (x, b)
 
 
-def _linear_bwd(op, learn_b, residuals, g):
+def _linear_bwd(op, residuals, g):
   x, b = residuals
   _, input_vjp = jax.vjp(lambda x_: op(x_, b), x)
   (dx,) = input_vjp(g)
@@ -54,8 +53,7 @@ def _linear_bwd(op, learn_b, residuals, g):
   # (w's shape and dtype) stands in for w.
   _, kernel_vjp = jax.vjp(lambda w_: op(x, w_), b)
   (dw,) = kernel_vjp(g)
-  db = dw if learn_b else jnp.zeros_like(b)
-  return dx, dw, db
+  return dx, dw, jnp.zeros_like(b)
 
 
 linear.defvjp(_linear_fwd, _linear_bwd)
@@ -69,7 +67,7 @@ def dense_op(x: Array, w: Array, *, precision=None) -> Array:
 
 
 def dense(
-    x: Array, w: Array, b: Array, *, learn_b: bool = False, precision=None
+    x: Array, w: Array, b: Array, *, precision=None
 ) -> Array:
   """A dense layer ``x @ w`` whose input error flows back through ``b``.
 
@@ -77,14 +75,13 @@ def dense(
     x: inputs ``[..., in]``.
     w: kernel ``[in, out]``.
     b: feedback kernel ``[in, out]``.
-    learn_b: whether ``b`` receives ``w``'s gradient.
     precision: passed to ``lax.dot_general``.
 
   Returns:
     ``[..., out]``.
   """
   op = functools.partial(dense_op, precision=precision)
-  return linear(op, x, w, b, learn_b)
+  return linear(op, x, w, b)
 
 
 def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
@@ -143,7 +140,6 @@ def conv(
     input_dilation: int | Sequence[int] = 1,
     rhs_dilation: int | Sequence[int] = 1,
     feature_group_count: int = 1,
-    learn_b: bool = False,
     precision=None,
 ) -> Array:
   """A convolution (NHWC inputs, HWIO kernel) whose input error flows back through ``b``.
@@ -157,7 +153,6 @@ def conv(
     b: feedback kernel of ``w``'s shape.
     strides, padding, input_dilation, rhs_dilation, feature_group_count:
       as in ``lax.conv_general_dilated``.
-    learn_b: whether ``b`` receives ``w``'s gradient.
     precision: passed to the convolution.
 
   Returns:
@@ -172,4 +167,4 @@ def conv(
       feature_group_count=feature_group_count,
       precision=precision,
   )
-  return linear(op, x, w, b, learn_b)
+  return linear(op, x, w, b)

@@ -19,7 +19,9 @@ class Rule:
 
   A rule draws its state once at init (`init_state`) and derives the B used in
   each step from the forward kernel W, that state and, for rules that redraw
-  every step, a step-dependent key (`feedback`).
+  every step, a step-dependent key (`feedback`). B itself never receives a
+  gradient: rules whose B learns change their state outside the backward
+  pass (kp through the optimizer, wm in mirror passes).
 
   Attributes:
     init: draws random feedback (B itself, or the magnitudes M of the
@@ -29,11 +31,11 @@ class Rule:
   """
 
   name: ClassVar[str]
-  # Names of the state entries drawn at init, stored in `collection`.
+  # Names of the state entries drawn at init, stored in `collection`...
   state_names: ClassVar[tuple[str, ...]] = ()
   collection: ClassVar[str] = "feedback"
-  # Whether B receives W's gradient (Kolen-Pollack).
-  learns_feedback: ClassVar[bool] = False
+  # ...except these, stored in `params` for the optimizer to update.
+  param_names: ClassVar[tuple[str, ...]] = ()
   # Whether `feedback` needs a fresh key every step.
   needs_rng: ClassVar[bool] = False
   # Whether mirror passes update B (weight mirror).
@@ -50,9 +52,9 @@ class Rule:
     init = self.init if self.init is not None else kernel_init
     return self.scale * init(key, shape, dtype)
 
-  def init_state(self, key: Array, shape, dtype, kernel_init: Initializer) -> dict[str, Array]:
-    """Draws the rule's fixed state; empty for rules that keep none."""
-    del key, shape, dtype, kernel_init
+  def init_state(self, key: Array, kernel: Array, kernel_init: Initializer) -> dict[str, Array]:
+    """Draws the rule's state at init, given W's initial value; empty for rules that keep none."""
+    del key, kernel, kernel_init
     return {}
 
   def feedback(

@@ -39,8 +39,8 @@ class FixedRandomSignConcordant(Rule):
   name = "frsf"
   state_names = ("magnitude",)
 
-  def init_state(self, key, shape, dtype, kernel_init):
-    return {"magnitude": jnp.abs(self.draw(key, shape, dtype, kernel_init))}
+  def init_state(self, key, kernel, kernel_init):
+    return {"magnitude": jnp.abs(self.draw(key, kernel.shape, kernel.dtype, kernel_init))}
 
   def feedback(self, w, state, key, kernel_init):
     return state["magnitude"] * jnp.sign(w)
@@ -81,11 +81,11 @@ class SignConcordance(Rule):
     if not 0.0 <= self.p <= 1.0:
       raise ValueError(f"sc probability p={self.p} is not in [0, 1]")
 
-  def init_state(self, key, shape, dtype, kernel_init):
+  def init_state(self, key, kernel, kernel_init):
     # M from the same key as frsf's, so that p = 1 reproduces frsf exactly.
-    magnitude = jnp.abs(self.draw(key, shape, dtype, kernel_init))
-    agree = jax.random.bernoulli(jax.random.fold_in(key, 1), self.p, shape)
-    return {"magnitude": magnitude, "concordance": jnp.where(agree, 1, -1).astype(dtype)}
+    magnitude = jnp.abs(self.draw(key, kernel.shape, kernel.dtype, kernel_init))
+    agree = jax.random.bernoulli(jax.random.fold_in(key, 1), self.p, kernel.shape)
+    return {"magnitude": magnitude, "concordance": jnp.where(agree, 1, -1).astype(kernel.dtype)}
 
   def feedback(self, w, state, key, kernel_init):
     return state["magnitude"] * state["concordance"] * jnp.sign(w)
