@@ -21,8 +21,10 @@ class KolenPollack(Rule):
   ``feedback``) and the factor c (``offset_scale``, a scalar starting at 1,
   in ``params``), and formed as ``W + c * offset`` where the backward pass
   uses it. `wtfree.optim.make` shrinks c by lambda_t = lr_t * weight_decay /
-  (1 - momentum) per step, the rate at which the chain's decay shrinks a
-  weight that gets no gradient. B thus costs no optimizer pass of its own.
+  (1 - momentum) per step (momentum 0 for Adam), the rate at which SGD's
+  decay shrinks a weight that gets no gradient; a hand-built optax chain
+  needs `wtfree.optim.kolen_pollack_decay` for it. B thus costs no
+  optimizer pass of its own.
   """
 
   name = "kp"
