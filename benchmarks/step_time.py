@@ -23,8 +23,10 @@ alongside the Akrout one: uniform mirror noise, and a mirror batch a quarter
 of the training batch. XLA's own counts for each compiled step (flops, bytes
 accessed, temporary buffers) go into the JSON beside the times.
 
-ResNet-50 on 224x224 images runs only on a GPU. Writes ``OUT/step_time.json``
-and ``OUT/step_time.md``.
+ResNet-50 on 224x224 images runs only on a GPU, computing in bfloat16; its
+rows give the share of the chip's dense bf16 peak that XLA's flop count over
+the step time reaches (`BF16_PEAK`, or ``--peak-tflops``). Writes
+``OUT/step_time.json`` and ``OUT/step_time.md``.
 """
 
 import argparse
@@ -57,6 +59,18 @@ REFERENCES = ("forward", "mirror")
 # Cheaper wm settings than the Akrout configs' (Gaussian noise, mirror batch
 # = training batch), timed alongside: {name: (noise, mirror batch divisor)}.
 WM_VARIANTS = {"wm_uniform": ("uniform", 1), "wm_mirror_batch_quarter": ("gaussian", 4)}
+# dfa's broadcast maps (output size x tapped input size, summed over layers)
+# above this many entries are not timed: ResNet-50 on 224x224 with 1000
+# classes would need ~10^10, tens of GB and several times bp's flops.
+DFA_MAX_MAP_ENTRIES = 2 * 10**9
+# Dense (no sparsity) bf16 tensor-core peaks from the vendor's datasheets,
+# FLOP/s, by the start of `jax.Device.device_kind`.
+BF16_PEAK = {
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100 NVL": 835e12,
+    "NVIDIA H100": 989e12,  # SXM5
+    "NVIDIA H200": 989e12,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +84,14 @@ class Bench:
   batch: int
   num_classes: int
   gpu_only: bool = False
+  dtype: str = "float32"  # the computation dtype; params stay float32
+
+  def model_options(self) -> dict[str, Any]:
+    return self.options if self.dtype == "float32" else {**self.options, "dtype": self.dtype}
 
   def describe(self) -> str:
     shape = "x".join(map(str, self.input_shape))
-    opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+    opts = ", ".join(f"{k}={v}" for k, v in self.model_options().items())
     return f"{self.model}({opts}) on {shape}, batch {self.batch}" if opts else f"{self.model} on {shape}, batch {self.batch}"
 
 
@@ -81,7 +99,7 @@ BENCHES = {
     "mlp": Bench("mlp", "mlp", {"widths": (1000,), "activation": "sigmoid"}, (784,), 128, 10),
     "resnet18": Bench("resnet18", "resnet18", {}, (32, 32, 3), 64, 10),
     "resnet20": Bench("resnet20", "resnet20", {}, (32, 32, 3), 128, 10),
-    "resnet50": Bench("resnet50", "resnet50", {}, (224, 224, 3), 128, 1000, gpu_only=True),
+    "resnet50": Bench("resnet50", "resnet50", {}, (224, 224, 3), 128, 1000, gpu_only=True, dtype="bfloat16"),
 }
 # Batches divide over the 8 devices of the tests. --quick alone runs only the
 # MLP: each step compiles in about a second, a resnet_tiny step in 3-15 s.
@@ -177,6 +195,15 @@ def _costs(compiled) -> dict[str, float]:
   return costs
 
 
+def dfa_map_entries(bench: Bench) -> int:
+  """Entries of all of dfa's broadcast maps for ``bench``'s model, from shapes alone."""
+  model = models.get_model(bench.model, num_classes=bench.num_classes, rule="dfa", **bench.model_options())
+  x = jax.ShapeDtypeStruct((1, *bench.input_shape), np.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  tapped = feedback.direct.taps(shapes.get(feedback.direct.TAPS, {}))
+  return sum(bench.num_classes * math.prod(x.shape[1:]) for layer in tapped.values() for x, _ in layer)
+
+
 def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Timed]:
   """Compiles each rule's train step and the references for ``bench``."""
   rng = np.random.default_rng(seed)
@@ -193,7 +220,7 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
       if bench.batch % (divisor * mesh.size) == 0:
         variants.append((name, feedback.get_rule("wm", noise=noise), bench.batch // divisor))
   for name, rule, mirror_batch in variants:
-    model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.options)
+    model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.model_options())
     mirror_fn = None
     if rule.mirrored:
       mirror_fn = mirror.make_mirror_fn(
@@ -210,7 +237,7 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
       mirror_step = jax.jit(functools.partial(train.mirror_only_step, mirror_fn=mirror_fn), donate_argnums=0)
       wm_state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
       items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
-  model = models.get_model(bench.model, num_classes=bench.num_classes, rule="bp", **bench.options)
+  model = models.get_model(bench.model, num_classes=bench.num_classes, rule="bp", **bench.model_options())
   state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
 
   def forward(variables, batch):
@@ -241,8 +268,21 @@ def measure(items: list[Timed], timing: Timing) -> dict[str, list[float]]:
   return {"seconds": times, "steps": steps}
 
 
-def summarise(bench: Bench, items: list[Timed], measured: dict) -> list[dict]:
-  """One row per item: medians and spreads in ms, ratios to bp (and mirror to forward)."""
+def bf16_peak(device_kind: str) -> float | None:
+  """The dense bf16 peak of a device in FLOP/s, or None if `BF16_PEAK` lacks it."""
+  # Longest prefix first: "NVIDIA H100 PCIe" before "NVIDIA H100".
+  for prefix in sorted(BF16_PEAK, key=len, reverse=True):
+    if device_kind.startswith(prefix):
+      return BF16_PEAK[prefix]
+  return None
+
+
+def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | None = None) -> list[dict]:
+  """One row per item: medians and spreads in ms, ratios to bp (and mirror to forward).
+
+  With a ``peak`` (FLOP/s) and a bfloat16 bench, rows also carry
+  ``bf16_peak_share``: XLA's flops of the step over its median time, over the peak.
+  """
   seconds, steps = measured["seconds"], measured["steps"]
   rows = []
   for item in items:
@@ -265,8 +305,11 @@ def summarise(bench: Bench, items: list[Timed], measured: dict) -> list[dict]:
         "rounds": len(ms),
         "steps_per_round": steps[item.name],
         "compile_s": item.compile_s,
+        "dtype": bench.dtype,
         **item.costs,
     }
+    if peak and bench.dtype == "bfloat16" and "flops" in row:
+      row["bf16_peak_share"] = row["flops"] / (median / 1e3) / peak
     for base in ("bp", "forward"):
       if base in seconds and (base == "bp") == (row["kind"] == "train_step"):
         ratios = [a / b for a, b in zip(seconds[item.name], seconds[base])]
@@ -327,15 +370,18 @@ def markdown(env: dict, rows: list[dict]) -> str:
       f"Optimizer {env['optimizer']}; rule options {env['rule_options']}.",
       "Medians over rounds, [interquartile range]; ratios are paired per round. "
       "*mirror* is wm's mirror pass alone, its ratio to *forward*, the bp forward pass in training mode.",
+      *(f"Skipped: {note}." for note in env.get("skipped", ())),
       "",
   ]
   for model in dict.fromkeys(r["model"] for r in rows):
     mrows = [r for r in rows if r["model"] == model]
+    peak = any("bf16_peak_share" in r for r in mrows)
     lines += [
         f"## {model}: {mrows[0]['setup']}",
         "",
-        "| rule | ms/step | [IQR] | examples/s | x bp [IQR] | GFLOP | GB accessed | compile s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| rule | ms/step | [IQR] | examples/s | x bp [IQR] | GFLOP | GB accessed | compile s |"
+        + (" % of bf16 peak |" if peak else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak else ""),
     ]
     for r in mrows:
       name = r["rule"] if r["kind"] == "train_step" else f"*{r['kind']}* ({r['rule']})"
@@ -346,15 +392,24 @@ def markdown(env: dict, rows: list[dict]) -> str:
       ratio = _fmt_ratio(r, "bp") or (f"{_fmt_ratio(r, 'forward')} x fwd" if r["kind"] == "mirror" else "")
       gflop = f"{r['flops'] / 1e9:.2f}" if "flops" in r else ""
       gbytes = f"{r['bytes_accessed'] / 1e9:.2f}" if "bytes_accessed" in r else ""
+      share = f" {100 * r['bf16_peak_share']:.1f} |" if "bf16_peak_share" in r else (" |" if peak else "")
       lines.append(
           f"| {name} | {r['ms_per_step']:.2f} | [{r['ms_q25']:.2f}, {r['ms_q75']:.2f}] | "
-          f"{r['examples_per_s']:.0f} | {ratio} | {gflop} | {gbytes} | {r['compile_s']:.1f} |"
+          f"{r['examples_per_s']:.0f} | {ratio} | {gflop} | {gbytes} | {r['compile_s']:.1f} |{share}"
       )
     lines.append("")
   return "\n".join(lines)
 
 
-def run(out: str, *, quick: bool = False, model_names: list[str] | None = None, repeats: int | None = None) -> dict:
+def run(
+    out: str,
+    *,
+    quick: bool = False,
+    model_names: list[str] | None = None,
+    repeats: int | None = None,
+    dtype: str | None = None,
+    peak_tflops: float | None = None,
+) -> dict:
   """Measures every rule on each model; writes ``out/step_time.{json,md}``.
 
   Args:
@@ -363,6 +418,10 @@ def run(out: str, *, quick: bool = False, model_names: list[str] | None = None, 
     model_names: keys of `BENCHES` (or `QUICK_BENCHES` with ``quick``); None
       takes all (ResNet-50 only on a GPU), or with ``quick`` the tiny MLP.
     repeats: timing rounds; None keeps the default (15, or 2 with ``quick``).
+    dtype: the computation dtype of every model ('float32' or 'bfloat16');
+      None keeps each bench's (bfloat16 for ResNet-50, else float32).
+    peak_tflops: the device's dense bf16 peak in TFLOP/s; None looks it up
+      in `BF16_PEAK` (no peak share where it is missing).
 
   Returns:
     The record written to ``step_time.json``.
@@ -382,15 +441,23 @@ def run(out: str, *, quick: bool = False, model_names: list[str] | None = None, 
     raise ValueError(f"models {unknown} are not among {', '.join(table)}{' (--quick)' if quick else ''}")
   mesh = sharding.make_mesh()
   env = environment(quick, timing)
+  peak = peak_tflops * 1e12 if peak_tflops else bf16_peak(env["device"])
+  env["bf16_peak_tflops"] = peak / 1e12 if peak else None
   rows = []
   for name in model_names:
-    bench = table[name]
+    bench = table[name] if dtype is None else dataclasses.replace(table[name], dtype=dtype)
     if bench.gpu_only and jax.default_backend() != "gpu":
       logging.warning("skipping %s: it runs only on a GPU", name)
       continue
-    items = build(bench, RULES, mesh)
+    rules = RULES
+    if (entries := dfa_map_entries(bench)) > DFA_MAX_MAP_ENTRIES:
+      note = f"{bench.name}: dfa not timed, its broadcast maps would hold {entries:.1e} entries"
+      logging.warning(note)
+      env.setdefault("skipped", []).append(note)
+      rules = tuple(r for r in RULES if r != "dfa")
+    items = build(bench, rules, mesh)
     measured = measure(items, timing)
-    rows += summarise(bench, items, measured)
+    rows += summarise(bench, items, measured, peak)
     del items
   record = {"environment": env, "rules": list(RULES), "rows": rows}
   path = pathlib.Path(out)
@@ -406,10 +473,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--quick", action="store_true", help="a tiny MLP (or --models mlp,resnet_tiny), 2 rounds: a smoke run")
   parser.add_argument("--models", default=None, help=f"comma-separated, of {', '.join(BENCHES)}")
   parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 15, --quick 2)")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                      help="computation dtype of every model (default: bfloat16 for ResNet-50, else float32)")
+  parser.add_argument("--peak-tflops", type=float, default=None,
+                      help="the device's dense bf16 peak, for devices BF16_PEAK does not list")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.INFO)
   names = args.models.split(",") if args.models else None
-  record = run(args.out, quick=args.quick, model_names=names, repeats=args.repeats)
+  record = run(args.out, quick=args.quick, model_names=names, repeats=args.repeats, dtype=args.dtype,
+               peak_tflops=args.peak_tflops)
   sys.stdout.write(markdown(record["environment"], record["rows"]) + "\n")
 
 

@@ -46,3 +46,22 @@ def test_quick_run_writes_a_row_per_rule_and_model(tmp_path):
   assert record["environment"]["quick"] is True
   table = (tmp_path / "step_time.md").read_text()
   assert all(f"| {rule} |" in table for rule in step_time.RULES)
+
+
+def test_bfloat16_rows_report_their_share_of_the_peak_and_large_dfa_is_skipped(tmp_path):
+  step_time = _step_time()
+  assert step_time.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+  assert step_time.bf16_peak("NVIDIA H100 PCIe") == 756e12
+  assert step_time.bf16_peak("cpu") is None
+  # The tiny MLP's dfa maps: 10 outputs times its 64 inputs and 32 hidden units.
+  assert step_time.dfa_map_entries(step_time.QUICK_BENCHES["mlp"]) == 10 * (64 + 32)
+  step_time.DFA_MAX_MAP_ENTRIES = 10 * (64 + 32) - 1
+  step_time.main(["--out", str(tmp_path), "--quick", "--dtype", "bfloat16", "--peak-tflops", "0.001", "--repeats", "1"])
+  record = json.loads((tmp_path / "step_time.json").read_text())
+  assert record["environment"]["bf16_peak_tflops"] == 0.001
+  assert "dfa" not in {r["rule"] for r in record["rows"]} and "dfa not timed" in record["environment"]["skipped"][0]
+  for r in record["rows"]:
+    assert r["dtype"] == "bfloat16" and "dtype=bfloat16" in r["setup"]
+    assert math.isclose(r["bf16_peak_share"], r["flops"] / (r["ms_per_step"] / 1e3) / 1e9, rel_tol=1e-9)
+  table = (tmp_path / "step_time.md").read_text()
+  assert "% of bf16 peak |" in table and "Skipped: mlp_tiny: dfa not timed" in table
