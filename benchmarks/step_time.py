@@ -62,7 +62,7 @@ WM_VARIANTS = {"wm_uniform": ("uniform", 1), "wm_mirror_batch_quarter": ("gaussi
 # dfa's broadcast maps (output size x tapped input size, summed over layers)
 # above this many entries are not timed: ResNet-50 on 224x224 with 1000
 # classes would need ~10^10, tens of GB and several times bp's flops.
-DFA_MAX_MAP_ENTRIES = 2 * 10**9
+DFA_MAX_MAP_ENTRIES = feedback.direct.LARGE_MAPS
 # Dense (no sparsity) bf16 tensor-core peaks from the vendor's datasheets,
 # FLOP/s, by the start of `jax.Device.device_kind`.
 BF16_PEAK = {
@@ -200,8 +200,7 @@ def dfa_map_entries(bench: Bench) -> int:
   model = models.get_model(bench.model, num_classes=bench.num_classes, rule="dfa", **bench.model_options())
   x = jax.ShapeDtypeStruct((1, *bench.input_shape), np.float32)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  tapped = feedback.direct.taps(shapes.get(feedback.direct.TAPS, {}))
-  return sum(bench.num_classes * math.prod(x.shape[1:]) for layer in tapped.values() for x, _ in layer)
+  return feedback.direct.map_entries(shapes.get(feedback.direct.TAPS, {}), bench.num_classes)
 
 
 def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Timed]:

@@ -1,6 +1,7 @@
 """Direct feedback alignment: the output error sent straight to every layer."""
 
 import json
+import logging
 import pathlib
 import subprocess
 import sys
@@ -93,6 +94,19 @@ def test_connect_without_taps_is_the_identity_and_refuses_other_rules():
     assert "dfa" in str(error)
   else:
     raise AssertionError("connect accepted rule fa")
+
+
+def test_connect_warns_when_the_maps_outgrow_backprop(caplog, monkeypatch):
+  y = jnp.ones((2, 10))
+  taps = {"a": {"taps": ((jnp.ones((2, 4, 4, 3)), jnp.zeros((2,), jnp.uint32)),)},
+          "b": {"taps": ((jnp.ones((2, 20)), jnp.zeros((2,), jnp.uint32)),)}}
+  assert feedback.direct.map_entries(taps, 10) == 10 * (48 + 20)
+  for limit, warned in ((10 * 68, False), (10 * 68 - 1, True)):
+    monkeypatch.setattr(feedback.direct, "LARGE_MAPS", limit)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      feedback.connect(y, taps)
+    assert ("6.8e+02 entries" in caplog.text) == warned, caplog.text
 
 
 def _state_and_batch(config, steps=0):
