@@ -48,13 +48,12 @@ import ml_collections
 import numpy as np
 
 from wtfree import feedback
-from wtfree import mirror
 from wtfree import models
 from wtfree import optim
 from wtfree import sharding
 from wtfree import train
 
-RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "wm")
+RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "sa", "wm")
 REFERENCES = ("forward", "mirror")
 # Cheaper wm settings than the Akrout configs' (Gaussian noise, mirror batch
 # = training batch), timed alongside: {name: (noise, mirror batch divisor)}.
@@ -211,7 +210,8 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
       "label": (np.arange(bench.batch) % bench.num_classes).astype(np.int32),
   }
   batch = sharding.global_batch(local, mesh)
-  tx = optim.make(optimizer_config(bench.batch), steps_per_epoch=100)
+  config = optimizer_config(bench.batch)
+  tx = optim.make(config, steps_per_epoch=100)
   items = []
   variants = [(rule, feedback.get_rule(rule), bench.batch) for rule in rules]
   if "wm" in rules:
@@ -220,21 +220,18 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
         variants.append((name, feedback.get_rule("wm", noise=noise), bench.batch // divisor))
   for name, rule, mirror_batch in variants:
     model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.model_options())
-    mirror_fn = None
-    if rule.mirrored:
-      mirror_fn = mirror.make_mirror_fn(
-          model, bench.input_shape, mirror_batch, passes=1, input_sharding=sharding.batch_sharding(mesh)
-      )
-    state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
+    learner = train.make_learner(model, bench.input_shape, mirror_batch_size=mirror_batch, mesh=mesh)
+    state = train.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
     step = jax.jit(
-        functools.partial(train.train_step, model=model, tx=tx, task="classification", mirror_fn=mirror_fn),
+        functools.partial(train.train_step, model=model, tx=tx, task="classification", learner=learner,
+                          weight_decay_rate=optim.weight_decay_rate(config, 100)),
         donate_argnums=0,
     )
     items.append(Timed(name, step, state, batch, donates=True))
     logging.info("%s %s compiled in %.1f s", bench.name, name, items[-1].compile_s)
-    if name == "wm":
-      mirror_step = jax.jit(functools.partial(train.mirror_only_step, mirror_fn=mirror_fn), donate_argnums=0)
-      wm_state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
+    if rule.mirrored and name in rules:
+      mirror_step = jax.jit(functools.partial(train.mirror_only_step, learner=learner), donate_argnums=0)
+      wm_state = train.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
       items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
   model = models.get_model(bench.model, num_classes=bench.num_classes, rule="bp", **bench.model_options())
   state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
@@ -244,6 +241,10 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
 
   items.append(Timed("forward", jax.jit(forward), state.variables(), batch, donates=False))
   return items
+
+
+# The rule each reference row belongs to; the wm variants belong to wm.
+_REFERENCE_RULES = {"forward": "bp", "mirror": "wm"}
 
 
 def _quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -290,7 +291,7 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
     row = {
         "model": bench.name,
         "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS) else item.name,
-        "rule": item.name if item.name in RULES else ("bp" if item.name == "forward" else "wm"),
+        "rule": item.name if item.name in RULES else _REFERENCE_RULES.get(item.name, "wm"),
         "mirror_batch": bench.batch // WM_VARIANTS.get(item.name, ("", 1))[1],
         "mirror_noise": WM_VARIANTS.get(item.name, ("gaussian",))[0],
         "setup": bench.describe(),
@@ -347,7 +348,7 @@ def environment(quick: bool, timing: Timing) -> dict[str, Any]:
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "optimizer": "sgd, momentum 0.9, weight decay 1e-4",
       "rule_options": (
-          "defaults (usf magnitude rms, sc p=1.0, wm eta 0.1 decay 0.5, Gaussian noise, 1 mirror pass "
+          "each rule's defaults (usf magnitude rms, sc p=1.0, wm decay 0.02, Gaussian noise, 1 mirror pass "
           "of the batch size; wm variants: uniform noise, and a mirror batch of a quarter of the batch)"
       ),
   }

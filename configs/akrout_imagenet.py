@@ -4,7 +4,9 @@
 1e-4, learning rate 0.1 per 256 examples warmed up linearly over 6 epochs and
 divided by 10 after epochs 32, 62 and 82; 90 epochs. Weight mirrors: 2
 mirror-only epochs first (warm-up over epochs 3-8), mirror batch 2048 of unit
-Gaussians, eta_B 0.1, lambda_WM 0.5, one mirror pass after each step.
+Gaussians, eta_B 0.1, lambda_WM 0.5, one mirror pass after each step. wtfree's
+mirror fixes B's scale to W's (see wtfree/feedback/weight_mirror.py), so
+lambda_WM is its ``decay`` and eta_B, which set only the scale, has no field.
 Sign-symmetry: learning rate 0.5 (their grid over [0.01, 2.0], taken here as
 the rate at batch 2048), BatchNorm before the ReLU.
 """
@@ -40,7 +42,6 @@ def get_config(model: str, rule: str):
     config.mirror_epochs = 2.0
     config.mirror_batch_size = 2048
     config.mirror_passes = 1
-    config.rule_options.eta = 0.1
     config.rule_options.decay = 0.5
     config.num_epochs = 92.0
   if rule == "usf":

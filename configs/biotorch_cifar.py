@@ -1,7 +1,9 @@
 """The BioTorch CIFAR-10 setup (Sanfiz & Akrout 2021), shared by configs/resnet20_*.py.
 
-SGD, learning rate 0.1, momentum 0.9, weight decay 1e-4, batch 128, 250 epochs,
-learning rate divided by 10 at epochs 100, 150 and 200; pad-4 crop and flip.
+SGD, learning rate 0.1, momentum 0.9, weight decay 1e-4 on every parameter
+(torch's SGD), batch 128, 250 epochs, learning rate divided by 10 at epochs
+100, 150 and 200; pad-4 crop and flip. usf scales sign(W) by the constant
+std of the initializer, as BioTorch does.
 """
 
 from configs import default
@@ -17,6 +19,7 @@ def get_config(model: str, rule: str):
   config.optimizer = "sgd"
   config.momentum = 0.9
   config.weight_decay = 1e-4
+  config.weight_decay_on = "all"
   config.learning_rate = 0.1
   config.schedule = "step"
   config.decay_epochs = (100, 150, 200)
@@ -26,4 +29,6 @@ def get_config(model: str, rule: str):
   config.log_every_steps = 100
   config.eval_every_steps = 390
   config.checkpoint_every_steps = 390
+  if rule == "usf":
+    config.rule_options.magnitude = "init_std"
   return config

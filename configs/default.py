@@ -5,6 +5,8 @@
 
 import ml_collections
 
+from wtfree import feedback
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The default hyperparameters; published runs override what differs."""
@@ -19,14 +21,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.prefetch = 2
   # Model and rule.
   config.model = "mlp"
-  config.model_options = ml_collections.ConfigDict({"widths": (256, 256), "activation": "relu"})
+  config.model_options = ml_collections.ConfigDict({"widths": (256, 256), "activation": "relu", "batch_norm": False})
   config.rule = "fa"
-  # Fields of the rules; each rule takes the ones it has (sc: p, usf: magnitude, wm: eta, decay, noise).
-  config.rule_options = ml_collections.ConfigDict(
-      {"scale": 1.0, "p": 1.0, "magnitude": "rms", "eta": 0.1, "decay": 0.5, "noise": "gaussian"}
-  )
+  # The options of the rules, all unset: a rule takes its own defaults for
+  # those a config or the command line leaves unset
+  # (--config.rule=sc --config.rule_options.p=0.8).
+  config.rule_options = rule_option_fields()
   config.last_layer_bp = False
-  # Weight mirror (rule 'wm'): mirror batch, mirror-only epochs, passes after each step.
+  # Between-steps passes (rule 'wm' mirrors in them): mirror batch,
+  # mirror-only epochs, passes after each step.
   config.mirror_batch_size = 256
   config.mirror_epochs = 0.0
   config.mirror_passes = 1
@@ -37,6 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9
   config.nesterov = False
   config.weight_decay = 0.0
+  # Which parameters weight decay reaches: 'kernels' (W only) or 'all'.
+  config.weight_decay_on = "kernels"
   config.batch_manhattan = False
   config.schedule = "constant"
   config.warmup_epochs = 0.0
@@ -59,3 +64,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.angles = True
   config.tensorboard = True
   return config
+
+
+def rule_option_fields() -> ml_collections.ConfigDict:
+  """Every registered rule's options as typed placeholders with no value."""
+  fields = {}
+  for name, kind in feedback.all_options().items():
+    if kind is not None:
+      fields[name] = ml_collections.config_dict.placeholder(kind)
+  return ml_collections.ConfigDict(fields)

@@ -18,10 +18,6 @@ def _accuracy(rule, workdir, **overrides):
   config.rule = rule
   config.tensorboard = False
   config.angles = False
-  if rule == "wm":
-    # Dense layers need a longer mirror average than the paper's conv settings.
-    config.rule_options.eta = 0.002
-    config.rule_options.decay = 0.01
   for key, value in overrides.items():
     config[key] = value
   train.train_and_evaluate(config, str(workdir))

@@ -1,14 +1,12 @@
 """Every published config builds its model and takes a train step at a tiny size."""
 
 import importlib
-import logging
 import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from wtfree import mirror
 from wtfree import models
 from wtfree import optim
 from wtfree import sharding
@@ -38,16 +36,15 @@ def test_config_takes_one_step(name):
   mesh = sharding.make_mesh()
   model = models.create(config, CLASSES[config.dataset], input_shape)
   tx = optim.make(config, steps_per_epoch=10)
-  mirror_fn = None
-  if config.rule == "wm":
-    mirror_fn = mirror.make_mirror_fn(model, input_shape, config.mirror_batch_size, config.mirror_passes)
-  state = train.create_train_state(model, tx, input_shape, config.seed, mesh)
+  learner = train.make_learner(model, input_shape, mirror_batch_size=config.mirror_batch_size,
+                               passes=config.mirror_passes)
+  state = train.create_train_state(model, tx, input_shape, config.seed, mesh, learner)
   local = {
       "image": np.random.default_rng(0).normal(size=(8, *input_shape)).astype(np.float32),
       "label": np.arange(8, dtype=np.int32) % CLASSES[config.dataset],
   }
   before = jax.device_get(state.params)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task="classification", mirror_fn=mirror_fn))
+  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task="classification", learner=learner))
   new_state = state
   # Two steps: a linear warm-up gives the first one a learning rate of 0.
   for _ in range(2):
@@ -55,14 +52,3 @@ def test_config_takes_one_step(name):
     assert np.isfinite(float(step_metrics["loss"]))
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, jax.device_get(new_state.params))
   assert any(jax.tree.leaves(changed)), "the step left every parameter unchanged"
-
-
-def test_kp_without_weight_decay_is_warned_about(caplog):
-  config = importlib.import_module("configs.digits_mlp").get_config()
-  config.rule = "kp"
-  for decay, warned in ((0.0, True), (1e-4, False)):
-    config.weight_decay = decay
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-      validate.check_config(config)
-    assert ("B - W never shrinks" in caplog.text) == warned, caplog.text

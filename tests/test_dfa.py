@@ -115,7 +115,7 @@ def _state_and_batch(config, steps=0):
   model = models.create(config, ds.num_classes, ds.input_shape)
   tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
   state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, mirror_fn=None))
+  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task))
   batches = ds.train_batches()
   losses = []
   for _ in range(steps):

@@ -7,8 +7,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wtfree import data
 from wtfree import feedback
+from wtfree import learning
 from wtfree import metrics
-from wtfree import mirror
 from wtfree import models
 from wtfree import sharding
 import ml_collections
@@ -19,13 +19,15 @@ INPUT = (8, 8, 1)
 def _setup():
   # The paper's decay 0.5 averages too few mirror batches of 256 for the late
   # layers here; decay 0.05 averages ten times more (see SPEC, "Weight mirror").
-  # eta / decay = 2 makes B ~ W behind a ReLU (whose covariance is W / 2): a
-  # smaller B would shrink each residual branch's error against its shortcut.
-  rule = feedback.get_rule("wm", eta=0.1, decay=0.05)
+  rule = feedback.get_rule("wm", decay=0.05)
   model = models.get_model("resnet_tiny", num_classes=10, rule=rule)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, *INPUT)), train=False)
-  variables = {k: variables[k] for k in ("params", "feedback", "batch_stats")}
+  variables = _learner(model, 64).init(jax.random.key(0))
   return model, variables
+
+
+def _learner(model, batch, passes=1, input_sharding=None):
+  return learning.Learner(model, jnp.zeros((1, *INPUT)), mirror_batch_size=batch, passes=passes,
+                          input_sharding=input_sharding, train=False)
 
 
 def _digits_batch(n=256):
@@ -35,7 +37,7 @@ def _digits_batch(n=256):
 
 def _warm_up(model, variables, passes, mesh=None):
   input_sharding = sharding.batch_sharding(mesh) if mesh is not None else None
-  run = jax.jit(mirror.make_mirror_fn(model, INPUT, 256, passes=5, input_sharding=input_sharding))
+  run = jax.jit(_learner(model, 256, passes=5, input_sharding=input_sharding).update)
   for i in range(passes // 5):
     variables = run(variables, jax.random.key(i))
     jax.block_until_ready(variables)
@@ -44,7 +46,7 @@ def _warm_up(model, variables, passes, mesh=None):
 
 def test_one_pass_changes_only_feedback():
   model, variables = _setup()
-  after = jax.jit(mirror.make_mirror_fn(model, INPUT, 64))(variables, jax.random.key(1))
+  after = jax.jit(_learner(model, 64).update)(variables, jax.random.key(1))
   jax.tree.map(np.testing.assert_array_equal, after["params"], variables["params"])
   jax.tree.map(np.testing.assert_array_equal, after["batch_stats"], variables["batch_stats"])
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), after["feedback"], variables["feedback"])

@@ -135,7 +135,14 @@ def test_kp_keeps_an_offset_beside_every_kernel():
   assert any("proj_conv" in k for k in kernels)  # shortcuts transport weights too
   hidden = {k: v for k, v in kernels.items() if k != "head"}
   assert _paths(variables["feedback"], "offset") == hidden
-  assert _paths(variables["params"], "offset_scale") == {k: () for k in hidden}
+  assert _paths(variables["feedback"], "offset_scale") == {k: () for k in hidden}
+  assert not _paths(variables["params"], "offset_scale")  # no optimizer touches kp's state
+
+
+def test_alignment_losses_keep_b_as_a_parameter_beside_every_kernel():
+  model, x = _model("resnet_tiny_bottleneck", "sa")
+  variables = _init(model, x)
+  assert _paths(variables["params"], "feedback_kernel") == _paths(variables["params"], "kernel")
 
 
 @pytest.mark.parametrize("case", ("mlp_bn", "lenet_cifar", "resnet_tiny_bottleneck"))
@@ -260,15 +267,19 @@ def test_create_reads_the_config():
   assert (plain.rule, plain.last_layer_bp, plain.stage_sizes) == (feedback.get_rule("fa"), False, (3, 3, 3))
 
 
-def test_create_drops_the_options_of_other_rules_but_not_typos():
-  shared = {"scale": 1.0, "p": 0.7, "magnitude": "rms", "eta": 0.2, "decay": 0.5}
-  config = ml_collections.ConfigDict(dict(model="mlp", rule="wm", rule_options=shared))
-  assert models.create(config, 3).rule == feedback.get_rule("wm", scale=1.0, eta=0.2, decay=0.5)
+def test_create_takes_only_the_options_a_config_sets():
+  from configs import default
+
+  config = default.get_config()
+  config.rule = "wm"
+  assert models.create(config, 3).rule == feedback.get_rule("wm")  # the rule's own defaults
+  config.rule_options.decay = 0.3
+  assert models.create(config, 3).rule == feedback.get_rule("wm", decay=0.3)
   config.rule = "fa"
-  assert models.create(config, 3).rule == feedback.get_rule("fa")
-  config.rule_options.pp = 0.8
-  with pytest.raises(ValueError, match=r"rule_options \['pp'\] are fields of no rule"):
+  with pytest.raises(ValueError, match=r"rule 'fa' takes options .* not \['decay'\] \(decay belong to kp, wm\)"):
     models.create(config, 3)
+  with pytest.raises(ValueError, match="rule 'kpp' is not one of .*did you mean 'kp'"):
+    models.create(ml_collections.ConfigDict(dict(model="mlp", rule="kpp")), 3)
 
 
 def test_bad_names_and_shapes_name_the_way_out():

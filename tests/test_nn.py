@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from wtfree import learning
 from wtfree import metrics
 from wtfree import nn as wnn
 from wtfree import optim
@@ -18,10 +19,11 @@ class MLP(nn.Module):
   plain: bool = False
 
   @nn.compact
-  def __call__(self, x):
-    dense = nn.Dense if self.plain else lambda f, **kw: wnn.Dense(f, rule=self.rule, **kw)
-    x = jnp.tanh(dense(16, name="hidden")(x))
-    return dense(3, name="out")(x)
+  def __call__(self, x, mirror_pass=False):
+    if self.plain:
+      return nn.Dense(3, name="out")(jnp.tanh(nn.Dense(16, name="hidden")(x)))
+    x = jnp.tanh(wnn.Dense(16, rule=self.rule, name="hidden")(x, mirror_pass=mirror_pass))
+    return wnn.Dense(3, rule=self.rule, name="out")(x, mirror_pass=mirror_pass)
 
 
 class CNN(nn.Module):
@@ -56,32 +58,34 @@ def test_bp_equals_jax_grad_of_plain_flax(net, shape):
 
 
 def test_kp_brings_every_weight_angle_below_one_degree():
-  """SGD with weight decay; kp's decay shrinks B - W and B converges to W."""
+  """SGD with weight decay; the learner shrinks B - W at the decay's rate and B converges to W."""
   model = MLP(rule="kp")
   x = jax.random.normal(jax.random.key(0), (64, 5))
   y = jnp.argmax(x[:, :3] + 0.3 * x[:, 3:4], axis=-1)
-  variables = model.init(jax.random.key(1), x)
+  learner = learning.Learner(model, x)
+  variables = learner.init(jax.random.key(1))
   params = variables["params"]
-  tx = optax.chain(
-      optax.add_decayed_weights(0.05, mask=optim.decay_mask), optax.sgd(0.5), optim.kolen_pollack_decay(0.5 * 0.05)
-  )
+  tx = optax.chain(optax.add_decayed_weights(0.05, mask=optim.decay_mask), optax.sgd(0.5))
   opt_state = tx.init(params)
 
   def angles(params):
-    _, state = model.apply({**variables, "params": params}, x, mutable=["alignment"])
+    _, state = model.apply({**variables, "params": params, "feedback": variables["feedback"]}, x,
+                           mutable=["alignment"])
     return metrics.weight_angles(state["alignment"])
 
   @jax.jit
-  def step(params, opt_state):
+  def step(variables, opt_state):
+    params = variables["params"]
     grads = jax.grad(lambda p: _loss(model, {**variables, "params": p}, x, y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    variables = {**variables, "params": optax.apply_updates(params, updates)}
+    return learner.update(variables, jax.random.key(0), weight_decay_rate=0.5 * 0.05), opt_state
 
   start = angles(params)
   assert all(float(a) > 80 for a in start.values()), start
   for _ in range(300):
-    params, opt_state = step(params, opt_state)
-  end = angles(params)
+    variables, opt_state = step(variables, opt_state)
+  end = angles(variables["params"])
   assert set(end) == {"hidden", "out"}
   assert all(float(a) < 1.0 for a in end.values()), end
 
@@ -96,13 +100,15 @@ def test_kp_follows_the_equations_with_an_explicit_b():
   model = MLP(rule="kp")
   x = jax.random.normal(jax.random.key(0), (32, 5))
   y = jnp.arange(32) % 3
-  variables = model.init(jax.random.key(1), x)
+  learner = learning.Learner(model, x)
+  variables = learner.init(jax.random.key(1))
   lr, wd = 0.3, 0.2
   config = ml_collections.ConfigDict(dict(
       optimizer="sgd", momentum=0.0, weight_decay=wd, batch_manhattan=False, learning_rate=lr,
       batch_size=32, scale_lr_by_batch=False, schedule="constant", warmup_epochs=0,
   ))
   tx = optim.make(config, steps_per_epoch=10)
+  rate = optim.weight_decay_rate(config, steps_per_epoch=10)
 
   def feedback_kernels(variables):
     _, state = model.apply(variables, x, mutable=["alignment"])
@@ -120,10 +126,11 @@ def test_kp_follows_the_equations_with_an_explicit_b():
     return {"hidden": (x.T @ da, da.sum(0)), "out": (h.T @ e, e.sum(0))}
 
   params, opt_state = variables["params"], tx.init(variables["params"])
-  for _ in range(5):
+  for step in range(5):
     grads = jax.grad(lambda p: _loss(model, {**variables, "params": p}, x, y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
+    variables = learner.update({**variables, "params": params}, jax.random.key(0), weight_decay_rate=rate(step))
     for name, (g_w, g_b) in ref_grads(ref).items():
       layer = ref[name]
       layer["kernel"], layer["feedback"] = (

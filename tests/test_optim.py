@@ -27,9 +27,9 @@ def _config(**kw):
   return ml_collections.ConfigDict({**base, **kw})
 
 
-def _kp_mlp():
-  """Params and gradients of a kp MLP with BN: kernels, kp offset scales, biases, BN."""
-  model = models.get_model("mlp", num_classes=3, widths=(8,), rule="kp", batch_norm=True)
+def _sa_mlp():
+  """Params and gradients of an sa MLP with BN: kernels, sa's B (``feedback_kernel``), biases, BN."""
+  model = models.get_model("mlp", num_classes=3, widths=(8,), rule="sa", batch_norm=True)
   x = jax.random.normal(jax.random.key(0), (16, 5))
   y = jnp.arange(16) % 3
   variables = model.init(jax.random.key(1), x, train=False)
@@ -47,10 +47,10 @@ def _leaves(tree):
 
 
 def test_batch_manhattan_moves_every_weight_by_exactly_lr():
-  params, grads = _kp_mlp()
+  params, grads = _sa_mlp()
   leaves = _leaves(grads)
-  assert any("offset_scale" in k for k in leaves) and any("['scale']" in k for k in leaves)
-  trained = {k: g for k, g in leaves.items() if "offset_scale" not in k}
+  assert any("feedback_kernel" in k for k in leaves) and any("['scale']" in k for k in leaves)
+  trained = dict(leaves)
   assert all(np.all(g != 0) for g in trained.values())
   tx = optim.make(_config(batch_manhattan=True), steps_per_epoch=10)
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -62,15 +62,13 @@ def test_batch_manhattan_moves_every_weight_by_exactly_lr():
 
 
 def test_order_is_decay_then_sign_then_momentum_then_lr():
-  params, grads = _kp_mlp()
+  params, grads = _sa_mlp()
   small = jax.tree.map(lambda g: 1e-6 * jnp.sign(g), grads)
   tx = optim.make(_config(batch_manhattan=True, momentum=0.9, weight_decay=10.0), steps_per_epoch=10)
   state = tx.init(params)
   first, state = tx.update(small, state, params)
   second, _ = tx.update(small, state, params)
   for name, p in _leaves(params).items():
-    if name.endswith("['offset_scale']"):
-      continue  # kp's factor: see test_kp_offset_scale_shrinks_by_the_decay_rate
     decayed = name.endswith("['kernel']")
     # Decay before the sign: where it applies, the sign is W's, not g's.
     direction = np.sign(p) if decayed else np.sign(_leaves(small)[name])
@@ -79,26 +77,26 @@ def test_order_is_decay_then_sign_then_momentum_then_lr():
     np.testing.assert_allclose(_leaves(second)[name], -0.1 * 1.9 * direction, rtol=1e-6, err_msg=name)
 
 
-def test_weight_decay_reaches_kernels_and_kp_offsets_only():
-  params, grads = _kp_mlp()
+@pytest.mark.parametrize("decay_on", ["kernels", "all"])
+def test_weight_decay_reaches_kernels_or_all(decay_on):
+  params, grads = _sa_mlp()
   zeros = jax.tree.map(jnp.zeros_like, grads)
-  tx = optim.make(_config(weight_decay=0.5, learning_rate=1.0), steps_per_epoch=10)
+  tx = optim.make(_config(weight_decay=0.5, learning_rate=1.0, weight_decay_on=decay_on), steps_per_epoch=10)
   updates, _ = tx.update(zeros, tx.init(params), params)
   decayed = set()
   for name, u in _leaves(updates).items():
     p = _leaves(params)[name]
-    if name.endswith("['kernel']") or name.endswith("['offset_scale']"):
+    if np.any(u != 0):
       decayed.add(name)
       np.testing.assert_allclose(u, -0.5 * p, rtol=1e-6, err_msg=name)
-    else:
-      np.testing.assert_array_equal(u, 0.0, err_msg=name)
-  assert decayed == {
-      "['Dense_0']['kernel']",
-      "['Dense_0']['offset_scale']",
-      "['head']['kernel']",
-      "['head']['offset_scale']",
-  }
+  if decay_on == "kernels":
+    # W only: not biases, BatchNorm, or sa's B (its loss has its own decay term).
+    assert decayed == {"['Dense_0']['kernel']", "['head']['kernel']"}
+  else:
+    assert decayed == {name for name, p in _leaves(params).items() if np.any(p != 0)}
   assert any("BatchNorm_0" in k for k in _leaves(params)) and "['head']['bias']" in _leaves(params)
+  with pytest.raises(ValueError, match="weight_decay_on 'some' is not one of kernels, all"):
+    optim.make(_config(weight_decay=0.5, weight_decay_on="some"), steps_per_epoch=10)
 
 
 @pytest.mark.parametrize(
@@ -109,43 +107,22 @@ def test_weight_decay_reaches_kernels_and_kp_offsets_only():
         (dict(optimizer="adam"), 0.2),
     ],
 )
-def test_kp_offset_scale_shrinks_by_the_decay_rate(options, per_lr):
-  """kp's c (B - W = c * offset) shrinks by lr * weight_decay / (1 - momentum) per step."""
-  params, grads = _kp_mlp()
+def test_weight_decay_rate_is_lr_times_decay_over_one_minus_momentum(options, per_lr):
   config = _config(weight_decay=0.2, schedule="step", warmup_epochs=1, **options)
-  tx = optim.make(config, steps_per_epoch=2)
   lr = optim.schedule(config, steps_per_epoch=2)
-  state, expected = tx.init(params), 1.0
+  rate = optim.weight_decay_rate(config, steps_per_epoch=2)
   for step in range(4):
-    updates, state = tx.update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-    expected *= 1.0 - float(lr(step)) * per_lr
-  assert expected < 0.99
-  for layer in ("Dense_0", "head"):
-    np.testing.assert_allclose(params[layer]["offset_scale"], expected, rtol=1e-6)
-
-
-def test_kolen_pollack_decay_changes_only_offset_scales():
-  params, grads = _kp_mlp()
-  tx = optim.kolen_pollack_decay(lambda count: 0.1 * (count + 1))
-  state = tx.init(params)
-  for count in range(2):
-    updates, state = tx.update(grads, state, params)
-    for name, u in _leaves(updates).items():
-      want = -0.1 * (count + 1) * _leaves(params)[name] if "offset_scale" in name else _leaves(grads)[name]
-      np.testing.assert_allclose(u, want, rtol=1e-6, err_msg=name)
-  with pytest.raises(ValueError, match="needs the params"):
-    tx.update(grads, state)
+    np.testing.assert_allclose(float(rate(step)), float(lr(step)) * per_lr, rtol=1e-6)
+  assert optim.weight_decay_rate(_config(), steps_per_epoch=2) is None
 
 
 def test_sgd_matches_optax_sgd_with_masked_decay():
-  params, grads = _kp_mlp()
+  params, grads = _sa_mlp()
   config = _config(momentum=0.9, nesterov=True, weight_decay=1e-4)
   ours = optim.make(config, steps_per_epoch=10)
   reference = optax.chain(
       optax.add_decayed_weights(1e-4, mask=optim.decay_mask),
       optax.sgd(0.1, momentum=0.9, nesterov=True),
-      optim.kolen_pollack_decay(0.1 * 1e-4 / (1 - 0.9)),
   )
   s1, s2 = ours.init(params), reference.init(params)
   for i in range(3):
@@ -156,12 +133,11 @@ def test_sgd_matches_optax_sgd_with_masked_decay():
 
 
 def test_adam_first_step_has_size_lr():
-  params, grads = _kp_mlp()
+  params, grads = _sa_mlp()
   tx = optim.make(_config(optimizer="adam", learning_rate=1e-3), steps_per_epoch=10)
   updates, _ = tx.update(grads, tx.init(params), params)
   for name, u in _leaves(updates).items():
-    # kp's factor gets no gradient; without weight decay it stays.
-    np.testing.assert_allclose(np.abs(u), 0.0 if "offset_scale" in name else 1e-3, rtol=1e-3, err_msg=name)
+    np.testing.assert_allclose(np.abs(u), 1e-3, rtol=1e-3, err_msg=name)
 
 
 def test_step_schedule_akrout():

@@ -131,7 +131,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         (["--config.dataset=imagenet3000"], "imagenet3000"),
         (["--config.batch_size=30"], "does not divide"),
         (["--config.optimizer=adam", "--config.batch_manhattan=True"], "contradicts"),
-        (["--config.mirror_epochs=2.0"], "apply only to rule 'wm'"),
+        (["--config.mirror_epochs=2.0"], "apply only to rules that mirror B"),
     ],
 )
 def test_bad_config_exits_2_with_a_message_and_no_traceback(overrides, message, tmp_path):

@@ -32,6 +32,20 @@ def test_usf_feeds_back_sign_times_rms():
   np.testing.assert_array_equal(_used(module, variables), jnp.sign(variables["params"]["kernel"]))
 
 
+def test_usf_init_std_is_biotorchs_constant_glorot_scale():
+  module, variables = _init(feedback.get_rule("usf", magnitude="init_std"), features=64)
+  w = variables["params"]["kernel"]
+  np.testing.assert_allclose(_used(module, variables), jnp.sign(w) * np.sqrt(2.0 / (256 + 64)), rtol=1e-6)
+  # A constant: W moving does not change it.
+  doubled = {**variables, "params": {**variables["params"], "kernel": 3.0 * w}}
+  np.testing.assert_allclose(_used(module, doubled), jnp.sign(w) * np.sqrt(2.0 / (256 + 64)), rtol=1e-6)
+  conv = wnn.Conv(8, (3, 3), rule=feedback.get_rule("usf", magnitude="init_std"))
+  x = jnp.ones((1, 5, 5, 4))
+  v = conv.init(jax.random.key(0), x)
+  _, seen = conv.apply(v, x, mutable=["alignment"])
+  np.testing.assert_allclose(jnp.abs(seen["alignment"]["feedback"]), np.sqrt(2.0 / (9 * 4 + 9 * 8)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("rule", ["frsf", "sc"])
 def test_fixed_magnitudes_stay_fixed_and_follow_w_signs(rule):
   module, variables = _init(rule)

@@ -9,6 +9,7 @@ import pytest
 
 from configs import digits_mlp
 from wtfree import data
+from wtfree import feedback
 from wtfree import models
 from wtfree import optim
 from wtfree import sharding
@@ -40,13 +41,9 @@ def _run_steps(config, devices, steps):
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
   tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
-  mirror_fn = None
-  if config.rule == "wm":
-    from wtfree import mirror
-
-    mirror_fn = mirror.make_mirror_fn(model, ds.input_shape, config.mirror_batch_size, 1, sharding.batch_sharding(mesh))
-  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, mirror_fn=mirror_fn))
+  learner = train.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
+  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
+  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))
   batches = ds.train_batches()
   for _ in range(steps):
     state, _ = step(state, sharding.global_batch(next(batches), mesh))
@@ -65,7 +62,7 @@ def test_one_device_and_eight_give_the_same_parameters(rule):
 
 @pytest.mark.parametrize("rule", ["bp", "brsf", "wm"])
 def test_resumed_run_equals_uninterrupted(rule, tmp_path):
-  extra = {"mirror_epochs": 0.2} if rule == "wm" else {}  # 0.2 epoch = 8 mirror-only steps
+  extra = {"mirror_epochs": 0.2} if feedback.get_rule(rule).mirrored else {}  # 0.2 epoch = 8 mirror-only steps
   extra.update(angles=False, eval_every_steps=1000)
   config = _config(rule=rule, num_steps=20, **extra)
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))

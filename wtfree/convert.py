@@ -1,8 +1,13 @@
 """Any flax.linen model under a wtfree rule, by intercepting its linear layers.
 
     >>> model = convert.convert(MyFlaxModel(), rule="kp")
-    >>> variables = model.init(key, x)       # MyFlaxModel's params, plus B
+    >>> learner = learning.Learner(model, x)
+    >>> variables = learner.init(key)        # MyFlaxModel's variables, plus the rule's state
     >>> y = model.apply(variables, x)        # the backward pass follows kp
+    >>> variables = learner.update(variables, key)   # after each optimizer step: B learns
+
+Training loop: see `wtfree.learning`; it makes every rule learn what its
+name says with any optax optimizer.
 
 `convert` wraps an unmodified model in `Converted`, which runs it inside
 ``nn.intercept_methods``: every call of flax's own ``nn.Dense``, ``nn.Conv``
@@ -21,10 +26,12 @@ Design:
   ``param_dtype``, promotion to ``dtype``), so ``params`` equal the plain
   model's for the same key, a plain model's params load as they are and,
   under ``bp``, outputs and gradients are flax's. The rule's state is added
-  as wtfree's layers add it: the ``feedback`` collection, kp's
-  ``offset_scale`` next to ``kernel`` in ``params``, and, when mutable,
-  ``alignment``, ``perturbations`` (a zero on each layer's output, bias
-  included) and the dfa taps.
+  as wtfree's layers add it: the ``feedback`` collection (the alignment
+  losses' B as ``feedback_kernel`` next to ``kernel`` in ``params``) and,
+  only in an apply that makes them mutable, ``alignment``,
+  ``perturbations`` (a zero on each layer's output, bias included) and the
+  dfa taps; ``init`` returns the model's own collections plus the rule's
+  state.
 - Conv inputs with several batch axes are flattened to one around the op,
   as flax does (a dfa tap then has the flattened batch, which
   `wtfree.feedback.connect` refuses unless it matches the output's).
@@ -158,7 +165,7 @@ def _dense(module: nn.Dense, settings: _Settings, inputs: Array) -> Array:
   kernel = module.param("kernel", module.kernel_init, (jnp.shape(inputs)[-1], module.features), module.param_dtype)
   bias = _bias(module, (module.features,))
   op = functools.partial(feedback.dense_op, precision=module.precision)
-  return module.perturb("output", _finish(module, settings, op, inputs, kernel, bias, module.kernel_init))
+  return wnn.perturb(module, _finish(module, settings, op, inputs, kernel, bias, module.kernel_init))
 
 
 def _dense_general(module: nn.DenseGeneral, settings: _Settings, inputs: Array) -> Array:
@@ -188,7 +195,7 @@ def _dense_general(module: nn.DenseGeneral, settings: _Settings, inputs: Array) 
   bias = _bias(module, features, as_matrix(module.bias_init, (math.prod(features),)))
   flat_bias = None if bias is None else jnp.reshape(bias, (-1,))
   y = _finish(module, settings, op, inputs, kernel, flat_bias, kernel_init)
-  return module.perturb("output", jnp.reshape(y, (*y.shape[:-1], *features)))
+  return wnn.perturb(module, jnp.reshape(y, (*y.shape[:-1], *features)))
 
 
 def _conv(module: nn.Conv, settings: _Settings, inputs: Array) -> Array:
@@ -232,7 +239,7 @@ def _conv(module: nn.Conv, settings: _Settings, inputs: Array) -> Array:
       precision=module.precision,
   )
   y = _finish(module, settings, op, inputs, kernel, bias, module.kernel_init)
-  return module.perturb("output", jnp.reshape(y, (*batch_shape, *y.shape[1:])))
+  return wnn.perturb(module, jnp.reshape(y, (*batch_shape, *y.shape[1:])))
 
 
 _HANDLERS = {
@@ -331,7 +338,8 @@ def convert(
 
   Returns:
     A `Converted` module; ``convert(m, r).init(key, x)['params']`` equals
-    ``m.init(key, x)['params']`` (plus kp's ``offset_scale``).
+    ``m.init(key, x)['params']`` (plus the alignment losses' B). Train it
+    through `wtfree.learning.Learner` so that kp and wm learn.
 
   Raises:
     TypeError: if ``model`` is not a flax.linen Module.

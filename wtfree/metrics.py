@@ -67,6 +67,20 @@ def weight_ratios(alignment: Mapping, broadcast_maps: Mapping[str, Array] | None
   }
 
 
+def rule_reports(alignment: Mapping) -> dict[str, Array]:
+  """The scalars each layer's rule reports (`wtfree.feedback.Rule.report`), ``{'name/layer': value}``."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(alignment))
+  return {
+      f"{path[-1][len(REPORT):]}/{'/'.join(path[:-1])}": value
+      for path, value in flat.items()
+      if path[-1].startswith(REPORT)
+  }
+
+
+# Prefix of the names under which layers sow their rule's reports.
+REPORT = "report_"
+
+
 def error_signals(loss_of_perturbations: Callable[[Mapping], Array], perturbations: Mapping) -> dict[str, Array]:
   """The error signal dL/dy each layer receives at its output.
 

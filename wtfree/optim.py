@@ -1,49 +1,28 @@
 """The optimizer: one optax chain built from the config.
 
-    decay -> [batch Manhattan] -> momentum or Adam -> learning rate -> [kp decay]
+    decay -> [Batch Manhattan] -> momentum or Adam -> learning rate
 
-L2 weight decay is added to the gradient of every ``kernel``, never to
-BatchNorm parameters or biases. Batch Manhattan (Liao et al. 2016) replaces
-each gradient by its sign, so that plain SGD moves every weight by exactly lr.
-The last transform shrinks Kolen-Pollack's B - W (`kolen_pollack_decay`).
+L2 weight decay is added to the gradient of every ``kernel`` (or of every
+parameter, ``weight_decay_on='all'``, as torch's SGD does). Batch Manhattan
+(Liao et al. 2016) replaces each gradient by its sign (`optax.scale_by_sign`),
+so that plain SGD moves every weight by exactly lr. Rules whose B learns
+between steps do so in `wtfree.learning.Learner`, not here; `weight_decay_rate`
+tells them how fast this chain's decay shrinks a weight.
 """
 
 from collections.abc import Callable
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
-DECAYED = ("kernel",)
-# The factor c of kp's B = W + c * offset (`wtfree.feedback.learned`).
-KP_SCALE = "offset_scale"
+from wtfree import learning
+
 # Akrout et al. (and Goyal et al.) quote learning rates per 256 examples.
 REFERENCE_BATCH = 256
 
-
-class BatchManhattanState(NamedTuple):
-  """Batch Manhattan keeps no state."""
-
-
-def batch_manhattan() -> optax.GradientTransformation:
-  """Replaces every gradient by its sign: ``g -> sign(g)``.
-
-  Followed by ``optax.scale_by_learning_rate(lr)`` this is
-  ``W <- W - lr * sign(dL/dW)`` (Liao et al. 2016); a momentum transform
-  between the two gives their momentum variant. Zero gradients stay zero.
-  """
-
-  def init_fn(params):
-    del params
-    return BatchManhattanState()
-
-  def update_fn(updates, state, params=None):
-    del params
-    return jax.tree.map(jnp.sign, updates), state
-
-  return optax.GradientTransformation(init_fn, update_fn)
+# Liao et al.'s name for optax's sign transform.
+batch_manhattan = optax.scale_by_sign
 
 
 def _leaf_name(path) -> Any:
@@ -52,44 +31,15 @@ def _leaf_name(path) -> Any:
 
 
 def decay_mask(params) -> Any:
-  """True at every leaf named ``kernel``, else False."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) in DECAYED, params)
+  """True at every leaf named ``kernel`` (W; not biases, BatchNorm or a rule's B)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
 
 
-def kolen_pollack_decay(rate: float | optax.Schedule) -> optax.GradientTransformation:
-  """Shrinks every kp ``offset_scale`` c by the factor ``1 - rate(step)``.
+def _all_leaves(params) -> Any:
+  return jax.tree.map(lambda _: True, params)
 
-  Under kp, B = W + c * (B_0 - W_0) (`wtfree.feedback.learned.KolenPollack`),
-  so B follows W's updates by itself and this transform supplies the
-  decay: B - W shrinks by ``1 - rate`` every step, the same factor whatever
-  the chain before it did to W. Put it last in a chain (after the learning
-  rate); it sets c's update to ``-rate * c`` and leaves all other updates.
-  `make` adds it with ``rate = lr * weight_decay / (1 - momentum)``.
 
-  Args:
-    rate: the per-step decay lambda, a float or a function of the step
-      (counted from 0 at the first update); clipped to [0, 1].
-  """
-  rate_fn = rate if callable(rate) else (lambda count: rate)
-
-  def init_fn(params):
-    del params
-    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("kolen_pollack_decay needs the params: call update(updates, state, params)")
-    shrink = jnp.clip(rate_fn(state.count), 0.0, 1.0)
-
-    def one(path, update, param):
-      if _leaf_name(path) != KP_SCALE:
-        return update
-      return (-shrink * param).astype(update.dtype)
-
-    updates = jax.tree_util.tree_map_with_path(one, updates, params)
-    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
+_DECAY_SETS: dict[str, Callable[[Any], Any]] = {"kernels": decay_mask, "all": _all_leaves}
 
 
 def _sgd(config) -> optax.GradientTransformation:
@@ -121,40 +71,32 @@ def base_learning_rate(config) -> float:
   return lr
 
 
-def _constant(config, base: float, steps_per_epoch: float) -> optax.Schedule:
-  del config, steps_per_epoch
-  return lambda step: jnp.full((), base, jnp.float32)
+def _constant(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
+  del config, steps_per_epoch, start
+  return optax.constant_schedule(base)
 
 
-def _step(config, base: float, steps_per_epoch: float) -> optax.Schedule:
-  boundaries = jnp.asarray([e * steps_per_epoch for e in config.get("decay_epochs", ())], jnp.float32)
-  factor = config.get("decay_factor", 0.1)
-
-  def fn(step):
-    passed = jnp.sum(jnp.asarray(step, jnp.float32) >= boundaries)
-    return base * factor ** passed.astype(jnp.float32)
-
-  return fn
+def _step(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
+  # Decay epochs count from the start of the run; the body counts from `start`.
+  scales: dict[int, float] = {}
+  for epoch in config.get("decay_epochs", ()):
+    at = max(int(round(epoch * steps_per_epoch)) - start, 0)
+    scales[at] = scales.get(at, 1.0) * config.get("decay_factor", 0.1)
+  return optax.piecewise_constant_schedule(base, dict(sorted(scales.items())))
 
 
-def _cosine(config, base: float, steps_per_epoch: float) -> optax.Schedule:
-  start = mirror_steps(config, steps_per_epoch) + config.get("warmup_epochs", 0) * steps_per_epoch
-  end = config.num_epochs * steps_per_epoch
+def _cosine(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
+  end = int(round(config.num_epochs * steps_per_epoch))
   if end <= start:
     raise ValueError(
         f"cosine schedule: num_epochs={config.num_epochs} leaves no epochs after "
         f"{config.get('mirror_epochs', 0)} mirror and {config.get('warmup_epochs', 0)} warm-up epochs; "
         "raise num_epochs"
     )
-
-  def fn(step):
-    done = jnp.clip((jnp.asarray(step, jnp.float32) - start) / (end - start), 0.0, 1.0)
-    return base * 0.5 * (1.0 + jnp.cos(math.pi * done))
-
-  return fn
+  return optax.cosine_decay_schedule(base, decay_steps=end - start)
 
 
-_SCHEDULES: dict[str, Callable[[Any, float, float], optax.Schedule]] = {
+_SCHEDULES: dict[str, Callable[[Any, float, float, int], optax.Schedule]] = {
     "constant": _constant,
     "step": _step,
     "cosine": _cosine,
@@ -167,11 +109,11 @@ def mirror_steps(config, steps_per_epoch: float) -> int:
 
 
 def schedule(config, steps_per_epoch: float) -> optax.Schedule:
-  """The learning rate at each global training step.
+  """The learning rate at each global training step, joined from optax schedules.
 
   Zero for the first ``config.mirror_epochs`` epochs (weight-mirror-only
   epochs, default 0), then a linear warm-up from 0 over
-  ``config.warmup_epochs`` epochs (default 0), times the body named by
+  ``config.warmup_epochs`` epochs (default 0), then the body named by
   ``config.schedule``:
 
   - 'constant': the base rate.
@@ -196,19 +138,35 @@ def schedule(config, steps_per_epoch: float) -> optax.Schedule:
   """
   if config.schedule not in _SCHEDULES:
     raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
-  body = _SCHEDULES[config.schedule](config, base_learning_rate(config), steps_per_epoch)
-  start = mirror_steps(config, steps_per_epoch)
-  warmup = config.get("warmup_epochs", 0) * steps_per_epoch
+  base = base_learning_rate(config)
+  mirror = mirror_steps(config, steps_per_epoch)
+  warmup = int(round(config.get("warmup_epochs", 0) * steps_per_epoch))
+  pieces, boundaries = [], []
+  if mirror:
+    pieces.append(optax.constant_schedule(0.0))
+    boundaries.append(mirror)
+  if warmup:
+    pieces.append(optax.linear_schedule(0.0, base, warmup))
+    boundaries.append(mirror + warmup)
+  pieces.append(_SCHEDULES[config.schedule](config, base, steps_per_epoch, mirror + warmup))
+  if not boundaries:
+    return pieces[0]
+  return optax.join_schedules(pieces, boundaries)
 
-  def fn(step):
-    step = jnp.asarray(step, jnp.float32)
-    if warmup > 0:
-      ramp = jnp.clip((step - start) / warmup, 0.0, 1.0)
-    else:
-      ramp = (step >= start).astype(jnp.float32)
-    return ramp * body(step)
 
-  return fn
+def weight_decay_rate(config, steps_per_epoch: float) -> optax.Schedule | None:
+  """The fraction by which the chain's weight decay shrinks a weight with no gradient, per step.
+
+  ``lr_t * weight_decay / (1 - momentum)`` (momentum 0 for Adam) at the
+  global step, the rate SGD's L2 decay settles to; None without weight
+  decay. Kolen-Pollack's B - W decays at this rate in wtfree's loop.
+  """
+  if not config.get("weight_decay", 0.0):
+    return None
+  lr = schedule(config, steps_per_epoch)
+  momentum = config.get("momentum", 0.0) if config.optimizer == "sgd" else 0.0
+  per_lr = config.weight_decay / (1.0 - momentum)
+  return lambda step: lr(step) * per_lr
 
 
 def check_names(config) -> None:
@@ -217,17 +175,19 @@ def check_names(config) -> None:
     raise ValueError(f"optimizer {config.optimizer!r} is not one of {', '.join(_OPTIMIZERS)}")
   if config.schedule not in _SCHEDULES:
     raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
+  decay_on = config.get("weight_decay_on", "kernels")
+  if decay_on not in _DECAY_SETS:
+    raise ValueError(f"weight_decay_on {decay_on!r} is not one of {', '.join(_DECAY_SETS)}")
 
 
-def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
+def make(config, steps_per_epoch: float, frozen=None) -> optax.GradientTransformation:
   """The optimizer of a run, as one optax chain.
 
   Reads ``config.optimizer`` ('sgd' with ``momentum`` and ``nesterov``, or
   'adam' with ``b1``, ``b2``, ``eps``), ``config.weight_decay`` (L2, added to
-  the gradients of kernels), ``config.batch_manhattan`` and the learning-rate
-  fields read by `schedule`. With weight decay, kp's B - W shrinks by
-  ``lr * weight_decay / (1 - momentum)`` per step (momentum 0 for Adam): the
-  rate at which SGD's decay shrinks a weight that gets no gradient.
+  the gradients of kernels, or of all parameters with
+  ``config.weight_decay_on='all'``), ``config.batch_manhattan`` and the
+  learning-rate fields read by `schedule`.
 
   The train loop does not call the optimizer in mirror-only steps, so its
   n-th update (counting from 0) is global step ``mirror_steps + n`` and takes
@@ -236,24 +196,23 @@ def make(config, steps_per_epoch: float) -> optax.GradientTransformation:
   Args:
     config: the run's config.
     steps_per_epoch: training steps per epoch.
+    frozen: a mask of parameters that take no update of any kind
+      (`wtfree.learning.frozen_mask`), or None.
 
   Returns:
-    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr -> kp decay``.
+    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr``.
 
   Raises:
-    ValueError: for an unknown optimizer or schedule name.
+    ValueError: for an unknown optimizer, schedule or decay set.
   """
   check_names(config)
   chain = []
   if config.get("weight_decay", 0.0):
-    chain.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
+    chain.append(optax.add_decayed_weights(config.weight_decay, mask=_DECAY_SETS[config.get("weight_decay_on", "kernels")]))
   if config.get("batch_manhattan", False):
     chain.append(batch_manhattan())
   chain.append(_OPTIMIZERS[config.optimizer](config))
   lr, offset = schedule(config, steps_per_epoch), mirror_steps(config, steps_per_epoch)
   chain.append(optax.scale_by_learning_rate(lambda count: lr(count + offset)))
-  if config.get("weight_decay", 0.0):
-    momentum = config.get("momentum", 0.0) if config.optimizer == "sgd" else 0.0
-    per_lr = config.weight_decay / (1.0 - momentum)
-    chain.append(kolen_pollack_decay(lambda count: lr(count + offset) * per_lr))
-  return optax.chain(*chain)
+  tx = optax.chain(*chain)
+  return tx if frozen is None else learning.freeze(tx, frozen)

@@ -17,8 +17,8 @@ import optax
 from wtfree import checkpoint
 from wtfree import data
 from wtfree import feedback
+from wtfree import learning
 from wtfree import metrics
-from wtfree import mirror
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
@@ -34,8 +34,9 @@ class TrainState(flax.struct.PyTreeNode):
 
   Attributes:
     step: steps taken (mirror-only steps included); also the data position.
-    params: W (and kp's B) per layer, BatchNorm scales and biases.
-    feedback: the ``feedback`` collection (fixed random B, magnitudes, wm's B).
+    params: W per layer (and the alignment losses' B), BatchNorm scales and biases.
+    feedback: the ``feedback`` collection (fixed random B, magnitudes, kp's
+      offset, wm's B).
     batch_stats: BatchNorm running statistics.
     opt_state: the optax state.
     rng: raw key data; each step folds in its step number.
@@ -85,13 +86,21 @@ def apply_for_loss(model, variables, x, *, rngs, mutable: list[str]) -> tuple[Ar
   return outputs, updated
 
 
-def create_train_state(model, tx, input_shape, seed: int, mesh) -> TrainState:
-  """Initialises the state shape-first, replicated over ``mesh``."""
+def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None) -> learning.Learner:
+  """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` float inputs."""
+  example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  input_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+  return learning.Learner(model, example, mirror_batch_size=mirror_batch_size, passes=passes,
+                          input_sharding=input_sharding, train=False)
+
+
+def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None) -> TrainState:
+  """Initialises the state shape-first, replicated over ``mesh``, through ``learner.init``."""
+  learner = learner or make_learner(model, input_shape)
 
   def init(rng):
     params_key, rng = jax.random.split(rng)
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    variables = model.init({"params": params_key}, dummy, train=False)
+    variables = learner.init({"params": params_key})
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -108,14 +117,46 @@ def create_train_state(model, tx, input_shape, seed: int, mesh) -> TrainState:
   return jax.jit(init, out_shardings=shardings)(rng)
 
 
+def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed: int):
+  """`learning.frozen_mask` of the initial params on ``batch``, or None where every rule sends errors."""
+  if not learner.zeroes_errors:
+    return None
+  params_key = jax.random.split(jax.random.key(seed))[0]
+
+  @jax.jit
+  def grads(batch):
+    variables = learner.init({"params": params_key})
+
+    def loss(params):
+      outputs, _ = apply_for_loss(model, {**variables, "params": params}, batch["image"],
+                                  rngs={"feedback": jax.random.key(0), "dropout": jax.random.key(1)},
+                                  mutable=["batch_stats"])
+      return jnp.mean(_loss(task, outputs, batch["label"]))
+
+    return jax.grad(loss)(variables["params"])
+
+  return learning.frozen_mask(grads(batch))
+
+
 def _all_finite(tree) -> Array:
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def train_step(
-    state: TrainState, batch: dict, *, model, tx, task: str, mirror_fn, skip_nonfinite: bool = False
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    tx,
+    task: str,
+    learner: learning.Learner | None = None,
+    weight_decay_rate: optax.Schedule | None = None,
+    skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict]:
-  """Forward, the rule's backward, the optimizer update, then mirror passes.
+  """Forward, the rule's backward, the optimizer update, then the rule's between-steps learning.
+
+  ``learner.update`` runs after the update (kp's decay of B - W at
+  ``weight_decay_rate(step)``, wm's mirror passes), as in any user's loop.
 
   Returns the new state and metrics: ``loss``, ``top1`` (classification),
   ``finite`` (loss and every gradient finite) and ``finite_grads``, a tree of
@@ -143,9 +184,10 @@ def train_step(
       batch_stats=updated.get("batch_stats", state.batch_stats),
       opt_state=opt_state,
   )
-  if mirror_fn is not None:
-    mirrored = mirror_fn(new_state.variables(), state.key(1))
-    new_state = new_state.replace(feedback=mirrored["feedback"])
+  if learner is not None and learner.learns_between_steps:
+    rate = None if weight_decay_rate is None else weight_decay_rate(state.step)
+    learned = learner.update(new_state.variables(), state.key(1), weight_decay_rate=rate)
+    new_state = new_state.replace(feedback=learned["feedback"])
   finite_grads = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   if skip_nonfinite:
@@ -157,10 +199,10 @@ def train_step(
   return new_state, step_metrics
 
 
-def mirror_only_step(state: TrainState, *, mirror_fn) -> TrainState:
-  """A step of the mirror-only warm-up: B learns, nothing else changes."""
-  mirrored = mirror_fn(state.variables(), state.key(1))
-  return state.replace(step=state.step + 1, feedback=mirrored["feedback"])
+def mirror_only_step(state: TrainState, *, learner: learning.Learner) -> TrainState:
+  """A step of the mirror-only warm-up: B learns in between-steps passes, nothing else changes."""
+  learned = learner.update(state.variables(), state.key(1))
+  return state.replace(step=state.step + 1, feedback=learned["feedback"])
 
 
 def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
@@ -211,6 +253,7 @@ def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
       **{f"angle/weight/{k}": v for k, v in weights.items()},
       **{f"ratio/weight/{k}": v for k, v in ratios.items()},
       **{f"angle/delta/{k}": v for k, v in deltas.items()},
+      **{f"rule/{k}": v for k, v in metrics.rule_reports(collected["alignment"]).items()},
   }
 
 
@@ -266,16 +309,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   model = models.create(config, ds.num_classes, ds.input_shape)
   steps_per_epoch = max(1, ds.num_train // config.batch_size)
   total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
-  mirror_fn = None
-  mirror_steps = 0
-  if config.rule == "wm":
-    mirror_fn = mirror.make_mirror_fn(
-        model, ds.input_shape, config.mirror_batch_size, config.mirror_passes, sharding.batch_sharding(mesh)
-    )
-    mirror_steps = optim.mirror_steps(config, steps_per_epoch)
-  tx = optim.make(config, steps_per_epoch)
+  learner = make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
+                         passes=config.mirror_passes, mesh=mesh)
+  mirror_steps = optim.mirror_steps(config, steps_per_epoch)
+  frozen = None
+  if learner.zeroes_errors:
+    frozen = frozen_params(model, learner, sharding.global_batch(next(ds.train_batches(start_step=0)), mesh),
+                           ds.task, config.seed)
+  tx = optim.make(config, steps_per_epoch, frozen)
+  weight_decay_rate = optim.weight_decay_rate(config, steps_per_epoch)
 
-  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh)
+  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
   ckpt = checkpoint.Checkpointer(
       workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
   )
@@ -288,10 +332,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   skip = bool(config.get("skip_nonfinite", False))
   jit_train = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, task=ds.task, mirror_fn=mirror_fn, skip_nonfinite=skip),
+      functools.partial(train_step, model=model, tx=tx, task=ds.task, learner=learner,
+                        weight_decay_rate=weight_decay_rate, skip_nonfinite=skip),
       donate_argnums=0,
   )
-  jit_mirror = jax.jit(functools.partial(mirror_only_step, mirror_fn=mirror_fn), donate_argnums=0)
+  jit_mirror = jax.jit(functools.partial(mirror_only_step, learner=learner), donate_argnums=0)
   jit_eval = jax.jit(functools.partial(eval_step, model=model, task=ds.task))
   jit_align = jax.jit(functools.partial(alignment_step, model=model, task=ds.task))
 

@@ -6,7 +6,6 @@ from absl import logging
 from etils import epath
 import jax
 
-from wtfree import feedback
 from wtfree import models
 from wtfree import optim
 
@@ -16,31 +15,30 @@ from wtfree import optim
 _IDENTITY_FIELDS = (
     "dataset", "model", "model_options", "rule", "rule_options", "last_layer_bp",
     "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
-    "batch_manhattan", "schedule", "batch_size", "seed",
+    "batch_manhattan", "schedule", "batch_size", "seed", "weight_decay_on",
 )
 
 
 def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
   """Raises ValueError naming the problem and the fix for a config that cannot run.
 
-  Checks: the rule, model, optimizer, schedule and data set exist; the global
-  batch sizes divide over devices and hosts; Batch Manhattan is not paired
-  with Adam; mirror settings are not given to a rule other than wm. Warns
-  when kp runs without weight decay.
+  Checks: the rule, its options, model, optimizer, schedule and data set
+  exist; the global batch sizes divide over devices and hosts; Batch
+  Manhattan is not paired with Adam; and the rule's own checks
+  (`wtfree.feedback.Rule.check_config`), whose warnings are logged.
   """
   from wtfree import data  # Imported here: loading it pulls in tfds.
 
-  feedback.get_rule(config.rule)
+  rule = models.rule_from_config(config)
   if config.model not in models.names():
     raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
   data.check_name(config.dataset)
   optim.check_names(config)
   devices = jax.device_count() if device_count is None else device_count
   hosts = jax.process_count() if process_count is None else process_count
-  for field in ("batch_size", "eval_batch_size", "mirror_batch_size"):
+  fields = ["batch_size", "eval_batch_size"] + (["mirror_batch_size"] if rule.mirrored else [])
+  for field in fields:
     size = config.get(field, None)
-    if field == "mirror_batch_size" and config.rule != "wm":
-      continue
     if size is not None and (size % devices or size % hosts):
       raise ValueError(
           f"global {field} {size} does not divide over {devices} devices and {hosts} hosts: "
@@ -51,17 +49,8 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
         "batch_manhattan=True with optimizer 'adam' contradicts: Adam rescales the signs "
         "away. Use --config.optimizer=sgd or --config.batch_manhattan=False"
     )
-  if config.rule == "kp" and not config.get("weight_decay", 0.0):
-    logging.warning(
-        "rule 'kp' with weight_decay=0: B - W never shrinks, so B does not converge to W; "
-        "set --config.weight_decay (Akrout et al.: 1e-4)"
-    )
-  if config.rule != "wm" and (config.get("mirror_epochs", 0) or config.get("mirror_passes", 1) != 1):
-    raise ValueError(
-        f"mirror settings (mirror_epochs={config.get('mirror_epochs', 0)}, "
-        f"mirror_passes={config.get('mirror_passes', 1)}) apply only to rule 'wm', "
-        f"not {config.rule!r}: drop them or use --config.rule=wm"
-    )
+  for warning in rule.check_config(config):
+    logging.warning("%s", warning)
 
 
 def check_workdir(config, workdir: str) -> None:

@@ -8,24 +8,14 @@ few steps `wtfree.train.alignment_step` measures each layer's weight angle
 (B vs W) and delta angle (the error the layer receives vs backprop's, on a
 training batch).
 
-Weight mirror: two mirror passes of 256 unit-Gaussian inputs after every
-training step, after 100 mirror-only steps, with eta_B = 0.4 and
-lambda_WM = 0.2. The paper's lambda = 0.5 averages too few mirror batches for
-dense layers (SPEC); lambda = 0.2 with two passes averages ~9 batches per
-pass-time-constant and still tracks W within ~3 steps (W turns fast in these
-short, high-lr runs). 3x3 convolutions on 4x4 maps keep a floor of ~11 deg:
-`wtfree.mirror` divides each tap's summed covariance by all output positions,
-but with SAME padding a corner tap meets only 9 of 16, so B is W reweighted
-tap by tap (1x1 convs and dense layers have no such floor). The
-ratio eta_B / lambda = 2 makes B ~ W for layers a ReLU follows
-(E[x relu(x W)] = W / 2): with the paper's ratio 0.2 B ~ 0.1 W, which scales
-every residual branch's error down against its shortcut and leaves the
-early layers' delta angles near 90 degrees although every weight angle is
-small.
-Kolen-Pollack: B receives W's updates and the same decay; the weight decay
-(the same for every rule) sets how fast B - W shrinks, by
-lr * decay / (1 - momentum) per step, so it is larger than Akrout's 1e-4
-(they took ~10^5 steps; we take ~10^3).
+Every rule runs with the defaults it ships with. Weight mirror: its default
+rate, two mirror passes of 256 unit-Gaussian inputs after every training step,
+after 100 mirror-only steps; B's fixed point has W's scale
+(`wtfree.feedback.weight_mirror`), so residual branches get errors of the
+right size. Kolen-Pollack: B receives W's updates and B - W decays at the
+run's weight-decay rate, lr * decay / (1 - momentum) per step; the weight
+decay (the same for every rule) is larger than Akrout's 1e-4 (they took
+~10^5 steps; we take ~10^3).
 
     python -m wtfree.experiments.akrout_angles --out docs/figures
 """
@@ -35,8 +25,6 @@ import functools
 import jax
 import numpy as np
 
-from wtfree import feedback
-from wtfree import mirror
 from wtfree import models
 from wtfree import train
 from wtfree.experiments import common
@@ -63,28 +51,20 @@ def _setup(quick: bool) -> dict:
       # come from the first.
       "error_seeds": [] if quick else [0, 1, 2, 3],
       "quick": quick,
-      "weight_mirror": {"eta": 0.4, "decay": 0.2, "mirror_batch": 256, "passes_per_step": 2,
+      "weight_mirror": {"rule_options": "defaults", "mirror_batch": 256, "passes_per_step": 2,
                         "mirror_only_steps": 0 if quick else 100},
       "angles": "angle/weight: B vs W; angle/delta: error at the layer's output vs backprop's, same batch",
   }
 
 
-def _rule(name: str, setup: dict) -> feedback.Rule:
-  if name == "wm":
-    wm = setup["weight_mirror"]
-    return feedback.get_rule("wm", eta=wm["eta"], decay=wm["decay"])
-  return feedback.get_rule(name)
-
-
 def _train(name: str, setup: dict) -> tuple[dict, float]:
   arrays = common.load("digits")
-  model = models.get_model("resnet_tiny", num_classes=arrays.num_classes, rule=_rule(name, setup))
+  model = models.get_model("resnet_tiny", num_classes=arrays.num_classes, rule=name)
   tx = common.sgd(setup["learning_rate"], momentum=0.9, weight_decay=setup["weight_decay"])
-  mirror_fn, mirror_steps = None, 0
-  if name == "wm":
-    wm = setup["weight_mirror"]
-    mirror_fn = mirror.make_mirror_fn(model, arrays.input_shape, wm["mirror_batch"], wm["passes_per_step"])
-    mirror_steps = wm["mirror_only_steps"]
+  wm = setup["weight_mirror"]
+  learner = train.make_learner(model, arrays.input_shape, mirror_batch_size=wm["mirror_batch"],
+                               passes=wm["passes_per_step"])
+  mirror_steps = wm["mirror_only_steps"] if any(r.mirrored for r in learner.rules) else 0
   align = jax.jit(functools.partial(train.alignment_step, model=model, task="classification"))
   history: dict[str, list] = {"step": []}
 
@@ -95,7 +75,8 @@ def _train(name: str, setup: dict) -> tuple[dict, float]:
 
   state = common.train_classifier(model, arrays, tx, steps=setup["steps"], batch_size=setup["batch_size"],
                                   seed=setup["seed"], scan=False, chunk=setup["angle_every"],
-                                  mirror_fn=mirror_fn, mirror_only_steps=mirror_steps, on_chunk=record)
+                                  learner=learner, mirror_only_steps=mirror_steps, on_chunk=record,
+                                  weight_decay_rate=setup["learning_rate"] * setup["weight_decay"] / (1 - 0.9))
   error = None if setup["quick"] else common.error_rate(model, state, arrays.x_test, arrays.y_test)
   return history, error
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from wtfree import learning
 from wtfree import train
 from wtfree.data import embedded
 
@@ -95,11 +96,11 @@ def make_state(model, tx, input_shape, seed: int) -> train.TrainState:
   Runs eagerly: jitting init recompiles every model's random draws (seconds
   on CPU), while eager ops are compiled once per shape and reused.
   """
+  learner = train.make_learner(model, input_shape)
 
   def init(rng):
     params_key, rng = jax.random.split(rng)
-    variables = model.init({"params": params_key, "feedback": jax.random.fold_in(params_key, 1)},
-                           jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    variables = learner.init({"params": params_key, "feedback": jax.random.fold_in(params_key, 1)})
     return train.TrainState(
         step=jnp.zeros((), jnp.int32), params=variables["params"], feedback=variables.get("feedback", {}),
         batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
@@ -110,7 +111,7 @@ def make_state(model, tx, input_shape, seed: int) -> train.TrainState:
 
 def sgd(learning_rate: float, momentum: float = 0.0, manhattan: bool = False,
         weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """``[decay] -> [sign] -> [momentum] -> -lr -> [kp decay]``, the chain `wtfree.optim.make` builds."""
+  """``[decay] -> [sign] -> [momentum] -> -lr``, the chain `wtfree.optim.make` builds."""
   from wtfree import optim
 
   chain = []
@@ -121,8 +122,6 @@ def sgd(learning_rate: float, momentum: float = 0.0, manhattan: bool = False,
   if momentum:
     chain.append(optax.trace(decay=momentum))
   chain.append(optax.scale(-learning_rate))
-  if weight_decay:
-    chain.append(optim.kolen_pollack_decay(learning_rate * weight_decay / (1.0 - momentum)))
   return optax.chain(*chain)
 
 
@@ -204,7 +203,8 @@ def main(name: str, run: Callable[..., dict]) -> None:
 
 
 def train_classifier(model, arrays: Arrays, tx, *, steps: int, batch_size: int, seed: int,
-                     scan: bool, chunk: int = 0, mirror_fn=None, mirror_only_steps: int = 0,
+                     scan: bool, chunk: int = 0, learner=None, weight_decay_rate: float | None = None,
+                     mirror_only_steps: int = 0,
                      on_chunk: Callable | None = None,
                      state: train.TrainState | None = None) -> train.TrainState:
   """Trains ``model`` on ``arrays`` with `wtfree.train.train_step`.
@@ -218,7 +218,10 @@ def train_classifier(model, arrays: Arrays, tx, *, steps: int, batch_size: int, 
       XLA:CPU runs convolutions in a loop many times slower, so conv nets
       take one jitted step per Python iteration).
     chunk: steps between calls of ``on_chunk`` (0: one chunk).
-    mirror_fn: the weight-mirror function, for rule 'wm'.
+    learner: the `wtfree.learning.Learner` whose between-steps passes run
+      after each step (kp, wm); None for rules that need none.
+    weight_decay_rate: the per-step shrink of the chain's weight decay, for
+      kp's B - W.
     mirror_only_steps: mirror-only steps before training starts.
     on_chunk: called as ``on_chunk(step, state, batch)`` before the first
       step and after every chunk (``batch`` is a training batch for angles).
@@ -226,13 +229,20 @@ def train_classifier(model, arrays: Arrays, tx, *, steps: int, batch_size: int, 
   Returns:
     The final state.
   """
-  if state is None:
-    state = make_state(model, tx, arrays.input_shape, seed)
   x, y = jnp.asarray(arrays.x_train), jnp.asarray(arrays.y_train)
   idx = batch_indices(jax.random.key(seed + 1000), len(arrays.y_train), batch_size, max(steps, 1))
-  step_fn = functools.partial(train.train_step, model=model, tx=tx, task="classification", mirror_fn=mirror_fn)
+  probe = train.make_learner(model, arrays.input_shape)
+  if state is None and probe.zeroes_errors:
+    # As in wtfree's loop: layers that get no error take no update at all.
+    mask = train.frozen_params(model, probe, {"image": x[idx[0]], "label": y[idx[0]]}, "classification", seed)
+    tx = learning.freeze(tx, mask)
+  if state is None:
+    state = make_state(model, tx, arrays.input_shape, seed)
+  rate = None if weight_decay_rate is None else (lambda step: weight_decay_rate)
+  step_fn = functools.partial(train.train_step, model=model, tx=tx, task="classification", learner=learner,
+                              weight_decay_rate=rate)
   if mirror_only_steps:
-    mirror_step = jax.jit(functools.partial(train.mirror_only_step, mirror_fn=mirror_fn))
+    mirror_step = jax.jit(functools.partial(train.mirror_only_step, learner=learner))
     for _ in range(mirror_only_steps):
       state = mirror_step(state)
   chunk = chunk or steps

@@ -87,8 +87,7 @@ def _run_seed(seed, weights, *, widths, rule, steps, eval_every, batch_size, lr)
 
   def step(state, k):
     x = jax.random.normal(k, (batch_size, 30))
-    state, _ = train.train_step(state, {"image": x, "label": teacher(x)}, model=model, tx=tx, task="regression",
-                                mirror_fn=None)
+    state, _ = train.train_step(state, {"image": x, "label": teacher(x)}, model=model, tx=tx, task="regression")
     return state, None
 
   def block(state, k):

@@ -52,12 +52,17 @@ def _setup(quick: bool) -> dict:
   }
 
 
+# Not a feedback rule: a learning algorithm of its own, which takes no gradients.
+NODE_PERTURBATION = "node_perturbation"
+# The paper's feedback: B uniform in [-0.5, 0.5].
+RULE_OPTIONS = {"fa": {"init": common.uniform(-1.0, 1.0), "scale": 0.5}}
+
+
 def _model(rule: str):
   init = common.uniform(-0.01, 0.01)
-  if rule == "fa":
-    rule = feedback.get_rule("fa", init=common.uniform(-1.0, 1.0), scale=0.5)
-  elif rule == "node_perturbation":
-    rule = "bp"  # the rule is unused: node perturbation takes no gradients
+  if rule == NODE_PERTURBATION:
+    rule = "bp"  # the model's rule is unused
+  rule = feedback.get_rule(rule, **RULE_OPTIONS.get(rule, {}))
   return models.get_model("mlp", num_classes=10, widths=(20,), activation="linear", use_bias=False,
                           kernel_init=init, rule=rule)
 
@@ -83,7 +88,7 @@ def _run_seed(seed, target, *, rule: str, setup_items: tuple):
   """One run: test error after every ``eval_every`` steps, and fa's delta angle."""
   setup = dict(setup_items)
   model = _model(rule)
-  lr = setup["np_lr"] if rule == "node_perturbation" else setup["learning_rate"]
+  lr = setup["np_lr"] if rule == NODE_PERTURBATION else setup["learning_rate"]
   tx = optax.sgd(lr)
   key = jax.random.key(seed)
   k_init, k_test, k_data = jax.random.split(key, 3)
@@ -103,13 +108,13 @@ def _run_seed(seed, target, *, rule: str, setup_items: tuple):
   def step(state, k):
     x = jax.random.normal(k, (setup["batch_size"], 30))
     batch = {"image": x, "label": x @ target}
-    if rule == "node_perturbation":
+    if rule == NODE_PERTURBATION:
       grads = _node_perturbation_grads(state.params, x, batch["label"], jax.random.fold_in(k, 1), setup["sigma"])
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state)
     else:
-      state, _ = train.train_step(state, batch, model=model, tx=tx, task="regression", mirror_fn=None)
+      state, _ = train.train_step(state, batch, model=model, tx=tx, task="regression")
     return state, None
 
   def block(state, k):

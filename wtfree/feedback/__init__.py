@@ -3,22 +3,30 @@
     >>> from wtfree import feedback
     >>> rule = feedback.get_rule('sc', p=0.8)
     >>> y = feedback.dense(x, w, b)            # dx flows back through b
+
+Each rule is one file here and one import line below, which registers it.
 """
 
 # Imported in the order the registry (and its error messages) lists the rules.
 from wtfree.feedback import fixed as _fixed
-from wtfree.feedback import learned as _learned
 from wtfree.feedback import sign as _sign
+from wtfree.feedback import kolen_pollack as _kolen_pollack
+from wtfree.feedback import weight_mirror as _weight_mirror
 from wtfree.feedback import direct  # pylint: disable=g-bad-import-order
-from wtfree.feedback.counter_prng import fusable
+from wtfree.feedback import symmetric as _symmetric
+from wtfree.feedback import activation as _activation
+from wtfree.feedback import information as _information
+from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
 from wtfree.feedback.primitive import conv, conv_op, dense, dense_op, linear
-from wtfree.feedback.registry import Rule, get_rule, names, register
+from wtfree.feedback.registry import Rule, StepContext, all_options, get_rule, names, options, register
 
-del _fixed, _learned, _sign
+del _fixed, _sign, _kolen_pollack, _weight_mirror, _symmetric, _activation, _information
 
 __all__ = [
     "Rule",
+    "StepContext",
+    "all_options",
     "connect",
     "conv",
     "conv_op",
@@ -29,5 +37,7 @@ __all__ = [
     "get_rule",
     "linear",
     "names",
+    "options",
     "register",
+    "unit_noise",
 ]

@@ -25,6 +25,7 @@ class FeedbackAlignment(Rule):
 
   name = "fa"
   state_names = ("kernel",)
+  draws_from_kernel_init = True
 
   def init_state(self, key, kernel, kernel_init):
     return {"kernel": self.draw(key, kernel.shape, kernel.dtype, kernel_init)}
@@ -36,9 +37,14 @@ class FeedbackAlignment(Rule):
 @register
 @dataclasses.dataclass(frozen=True)
 class Shallow(Rule):
-  """B = 0: no error reaches the layers below, only the output layer learns."""
+  """B = 0: no error reaches the layers below, only the output layer learns.
+
+  The layers below take no update of any kind: no weight decay, no Batch
+  Manhattan step, no momentum (`wtfree.learning.frozen_mask`).
+  """
 
   name = "shallow"
+  sends_error = False
 
   def feedback(self, w, state, key, kernel_init):
     return jnp.zeros_like(w)

@@ -6,8 +6,9 @@ weight gradient and sends the error back through a feedback kernel ``b`` of
 
     dx = vjp of op(., b) at g        dw = vjp of op(x, .) at g
 
-``b`` receives ``dw`` when the rule learns it alongside ``w`` (Kolen-Pollack)
-and zero otherwise.
+``b``'s cotangent is zero, or, for rules whose B learns by the gradient of a
+local loss (the alignment losses), the gradient in ``b`` of that loss, taken
+on the layer's own input: ``db = d loss(op, x, w, b) / db``.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,8 +22,10 @@ Array = jax.Array
 LinearOp = Callable[[Array, Array], Array]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def linear(op: LinearOp, x: Array, w: Array, b: Array) -> Array:
+FeedbackLoss = Callable[[LinearOp, Array, Array, Array], Array]
+
+
+def linear(op: LinearOp, x: Array, w: Array, b: Array, loss: FeedbackLoss | None = None) -> Array:
   """Applies ``op(x, w)`` and backpropagates the input error through ``b``.
 
   Args:
@@ -30,33 +33,43 @@ def linear(op: LinearOp, x: Array, w: Array, b: Array) -> Array:
       a matmul, a convolution or an einsum.
     x: the input.
     w: the forward kernel.
-    b: the feedback kernel, same shape and dtype as ``w``; its cotangent is
-      zero.
+    b: the feedback kernel, same shape and dtype as ``w``.
+    loss: ``loss(op, x, w, b)``, a local loss whose gradient in ``b`` is
+      ``b``'s cotangent; None gives ``b`` a zero cotangent.
 
   Returns:
     ``op(x, w)``.
   """
-  del b
+  return _linear(op, loss, x, w, b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _linear(op, loss, x, w, b):
+  del loss, b
   return op(x, w)
 
 
-def _linear_fwd(op, x, w, b):
-  # Only x and b are kept: op is linear in w, so dw needs no w.
-  return op(x, w), (x, b)
+def _linear_fwd(op, loss, x, w, b):
+  # Only x and b are kept (op is linear in w, so dw needs no w), and w only
+  # where B's loss needs it.
+  return op(x, w), (x, b, None if loss is None else w)
 
 
-def _linear_bwd(op, residuals, g):
-  x, b = residuals
+def _linear_bwd(op, loss, residuals, g):
+  x, b, w = residuals
   _, input_vjp = jax.vjp(lambda x_: op(x_, b), x)
   (dx,) = input_vjp(g)
   # The vjp of a linear map does not depend on where it is taken, so b
   # (w's shape and dtype) stands in for w.
   _, kernel_vjp = jax.vjp(lambda w_: op(x, w_), b)
   (dw,) = kernel_vjp(g)
-  return dx, dw, jnp.zeros_like(b)
+  if loss is None:
+    return dx, dw, jnp.zeros_like(b)
+  db = jax.grad(lambda b_: loss(op, x, w, b_).astype(jnp.float32))(b)
+  return dx, dw, db.astype(b.dtype)
 
 
-linear.defvjp(_linear_fwd, _linear_bwd)
+_linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 def dense_op(x: Array, w: Array, *, precision=None) -> Array:

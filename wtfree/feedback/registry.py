@@ -1,7 +1,15 @@
-"""The rule interface and the registry that picks a rule by name."""
+"""The rule interface and the registry that picks a rule by name.
+
+A rule is one file under `wtfree/feedback/`: its B, its state, how B learns,
+its defaults and its checks are the hooks of `Rule` below, so nothing outside
+this package needs to know a rule by its name.
+"""
 
 from collections.abc import Callable, Mapping
 import dataclasses
+import difflib
+import types
+import typing
 from typing import Any, ClassVar
 
 import jax
@@ -9,19 +17,56 @@ import jax.numpy as jnp
 
 Array = jax.Array
 Initializer = Callable[..., Array]
+LinearOp = Callable[[Array, Array], Array]
 
 _RULES: dict[str, type["Rule"]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
+class StepContext:
+  """What a layer hands its rule's `Rule.between_steps` update.
+
+  Attributes:
+    op: the layer's op, linear in its input and in its kernel.
+    inputs: the layer's input in this pass (a placeholder; only its shape
+      and dtype mean anything).
+    noise: ``noise(kind)`` draws zero-mean unit-variance noise of the
+      input's shape ('gaussian' or 'uniform'), fresh in every pass.
+    activation: the nonlinearity that follows the layer in its model.
+    passes: how many between-steps passes run after each optimizer step.
+    weight_decay_rate: the fraction by which the run's weight decay shrinks
+      a weight that gets no gradient in this step (``lr_t * weight_decay /
+      (1 - momentum)`` in wtfree's loop), or None where the loop has none or
+      does not say.
+  """
+
+  op: LinearOp
+  inputs: Array
+  noise: Callable[[str], Array]
+  activation: Callable[[Array], Array]
+  passes: int = 1
+  weight_decay_rate: Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Rule:
-  """How a layer's feedback kernel B is made.
+  """How a layer's feedback kernel B is made, learned, defaulted and checked.
 
   A rule draws its state once at init (`init_state`) and derives the B used in
   each step from the forward kernel W, that state and, for rules that redraw
-  every step, a step-dependent key (`feedback`). B itself never receives a
-  gradient: rules whose B learns change their state outside the backward
-  pass (kp through the optimizer, wm in mirror passes).
+  every step, a step-dependent key (`feedback`). B learns in one of three
+  ways, each a hook:
+
+  - between optimizer steps (`learns_between_steps`, `between_steps`): kp
+    shrinks B - W, wm mirrors B from noise; `wtfree.learning.Learner` runs
+    these passes in any loop, wtfree's own included;
+  - by the gradient of a local loss (`learns_by_gradient`, `feedback_loss`):
+    B is a parameter and the primitive hands it the gradient of that loss,
+    so the run's optimizer trains it;
+  - not at all (bp, fa, the sign-concordant rules, dfa, shallow).
+
+  A rule's fields are its options, their defaults the rule's defaults; a
+  config sets only the ones it names.
 
   Attributes:
     init: draws random feedback (B itself, or the magnitudes M of the
@@ -38,8 +83,19 @@ class Rule:
   param_names: ClassVar[tuple[str, ...]] = ()
   # Whether `feedback` needs a fresh key every step.
   needs_rng: ClassVar[bool] = False
-  # Whether mirror passes update B (weight mirror).
+  # Whether B learns in mirror passes from noise (the mirror settings of a
+  # config apply to it).
   mirrored: ClassVar[bool] = False
+  # Whether `between_steps` updates the state after each optimizer step.
+  learns_between_steps: ClassVar[bool] = False
+  # Whether B is a parameter trained on the gradient of `feedback_loss`.
+  learns_by_gradient: ClassVar[bool] = False
+  # False where the rule sends no error below the layer (shallow): the layers
+  # under it then take no update of any kind.
+  sends_error: ClassVar[bool] = True
+  # Whether `init_state` draws from the kernel initializer (random feedback),
+  # so that a constant initializer would make B useless or equal to W.
+  draws_from_kernel_init: ClassVar[bool] = False
   # Whether layers take their input error from the output error through
   # `direct.connect` instead of sending one back through B (dfa).
   broadcasts_error: ClassVar[bool] = False
@@ -74,6 +130,33 @@ class Rule:
     """
     raise NotImplementedError
 
+  def between_steps(self, ctx: StepContext, w: Array, state: Mapping[str, Array]) -> dict[str, Array]:
+    """The state after one between-steps pass (rules with `learns_between_steps`)."""
+    del ctx, w
+    return dict(state)
+
+  def feedback_loss(self, op: LinearOp, x: Array, w: Array, b: Array) -> Array:
+    """The local loss whose gradient in ``b`` B learns by (rules with `learns_by_gradient`)."""
+    raise NotImplementedError(f"rule {self.name!r} does not learn B by a loss")
+
+  def report(self, w: Array, state: Mapping[str, Array]) -> dict[str, Array]:
+    """Scalars the rule reports per layer beside the angles, e.g. kp's shrink factor."""
+    del w, state
+    return {}
+
+  def check_config(self, config) -> list[str]:
+    """Raises ValueError for config settings this rule cannot honour; returns warnings.
+
+    The default refuses mirror settings for rules that do not mirror.
+    """
+    if not self.mirrored and (config.get("mirror_epochs", 0) or config.get("mirror_passes", 1) != 1):
+      raise ValueError(
+          f"mirror settings (mirror_epochs={config.get('mirror_epochs', 0)}, "
+          f"mirror_passes={config.get('mirror_passes', 1)}) apply only to rules that mirror B, "
+          f"not {self.name!r}: drop them or use --config.rule=wm"
+      )
+    return []
+
 
 def register(cls: type[Rule]) -> type[Rule]:
   """Class decorator adding a rule to the registry under ``cls.name``."""
@@ -86,31 +169,68 @@ def names() -> tuple[str, ...]:
   return tuple(_RULES)
 
 
-def get_rule(rule: "str | Rule", **options: Any) -> Rule:
-  """Returns the rule called ``rule``, built with ``options``.
+def options(rule: "str | Rule") -> dict[str, dataclasses.Field]:
+  """The options (dataclass fields) a rule takes, by name."""
+  cls = type(rule) if isinstance(rule, Rule) else _rule_class(rule)
+  return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def all_options() -> dict[str, type]:
+  """Every option of every registered rule, with its type where one type is shared.
+
+  A config declares these (with no value) so that the command line can set
+  any of them; `get_rule` then takes the ones the chosen rule has.
+  """
+  found: dict[str, Any] = {}
+  for cls in _RULES.values():
+    for f in dataclasses.fields(cls):
+      kind = _plain_type(f.type)
+      found[f.name] = kind if found.get(f.name, kind) == kind else None
+  return found
+
+
+def _plain_type(annotation) -> type | None:
+  """``float`` for ``float`` and ``float | None``; None for callables and mixtures."""
+  if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return _plain_type(kinds[0]) if len(kinds) == 1 else None
+  return annotation if annotation in (bool, int, float, str) else None
+
+
+def _rule_class(name: str) -> type[Rule]:
+  if name not in _RULES:
+    close = difflib.get_close_matches(str(name), list(_RULES), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"rule {name!r} is not one of {', '.join(_RULES)}{hint}")
+  return _RULES[name]
+
+
+def get_rule(rule: "str | Rule", **options_: Any) -> Rule:
+  """Returns the rule called ``rule``, built with ``options_``.
+
+  Options left out keep the rule's own defaults.
 
   Args:
     rule: a registered name (``'bp'``, ``'fa'``, ``'kp'``, ...) or a Rule,
-      which is returned as it is.
-    **options: the rule's fields, e.g. ``p=0.8`` for ``'sc'``.
+      which is returned as it is (with ``options_`` replaced).
+    **options_: the rule's fields, e.g. ``p=0.8`` for ``'sc'``.
 
   Raises:
     ValueError: for an unknown name or an option the rule does not take.
   """
-  if isinstance(rule, Rule):
-    if options:
-      return dataclasses.replace(rule, **options)
-    return rule
-  if rule not in _RULES:
-    raise ValueError(f"rule {rule!r} is not one of {', '.join(_RULES)}")
-  cls = _RULES[rule]
+  cls = type(rule) if isinstance(rule, Rule) else _rule_class(rule)
   fields = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(options) - fields)
+  unknown = sorted(set(options_) - fields)
   if unknown:
+    owners = sorted({n for n, c in _RULES.items() if set(unknown) & {f.name for f in dataclasses.fields(c)}})
+    where = f" ({', '.join(unknown)} belong to {', '.join(owners)})" if owners else ""
     raise ValueError(
-        f"rule {rule!r} takes options {sorted(fields)}, not {unknown}"
+        f"rule {cls.name!r} takes options {sorted(fields)}, not {unknown}{where}: "
+        f"drop them or pick the rule they belong to"
     )
-  return cls(**options)
+  if isinstance(rule, Rule):
+    return dataclasses.replace(rule, **options_) if options_ else rule
+  return cls(**options_)
 
 
 def rms(w: Array) -> Array:

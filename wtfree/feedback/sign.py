@@ -1,6 +1,7 @@
 """Sign-concordant rules of Liao et al. 2016: B shares W's signs."""
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -14,21 +15,40 @@ from wtfree.feedback.registry import Rule, register, rms
 class UniformSignConcordant(Rule):
   """B = sign(W) * s (uSF, "sign-symmetry").
 
-  s is ``scale`` times the root mean square of W when ``magnitude='rms'``
-  (so that |B| = |W| for scale 1), or ``scale`` itself when
-  ``magnitude='one'``.
+  s is ``scale`` times:
+
+  - ``magnitude='rms'``: the root mean square of W in this step, so that
+    |B| = |W| for scale 1 (the default);
+  - ``magnitude='init_std'``: a constant, the standard deviation of Glorot's
+    initializer for W's shape, ``sqrt(2 / (fan_in + fan_out))`` (BioTorch's
+    usf; fans count the receptive field, as torch does);
+  - ``magnitude='one'``: 1, plain sign(W).
   """
 
   name = "usf"
   magnitude: str = "rms"
 
   def __post_init__(self):
-    if self.magnitude not in ("rms", "one"):
-      raise ValueError(f"usf magnitude {self.magnitude!r} is not one of 'rms', 'one'")
+    if self.magnitude not in MAGNITUDES:
+      raise ValueError(f"usf magnitude {self.magnitude!r} is not one of {', '.join(MAGNITUDES)}")
 
   def feedback(self, w, state, key, kernel_init):
-    s = rms(w) * self.scale if self.magnitude == "rms" else self.scale
-    return jnp.sign(w) * s
+    if self.magnitude == "rms":
+      s = rms(w)
+    elif self.magnitude == "init_std":
+      s = glorot_std(w.shape)
+    else:
+      s = 1.0
+    return jnp.sign(w) * (s * self.scale)
+
+
+MAGNITUDES = ("rms", "init_std", "one")
+
+
+def glorot_std(shape) -> float:
+  """``sqrt(2 / (fan_in + fan_out))`` for a kernel ``[*window, in, out]``."""
+  receptive = math.prod(shape[:-2])
+  return math.sqrt(2.0 / (receptive * (shape[-2] + shape[-1])))
 
 
 @register
@@ -38,6 +58,7 @@ class FixedRandomSignConcordant(Rule):
 
   name = "frsf"
   state_names = ("magnitude",)
+  draws_from_kernel_init = True
 
   def init_state(self, key, kernel, kernel_init):
     return {"magnitude": jnp.abs(self.draw(key, kernel.shape, kernel.dtype, kernel_init))}
@@ -59,6 +80,7 @@ class BatchwiseRandomSignConcordant(Rule):
 
   name = "brsf"
   needs_rng = True
+  draws_from_kernel_init = True
 
   def feedback(self, w, state, key, kernel_init):
     magnitude = self.draw(counter_prng.fusable(key), w.shape, w.dtype, kernel_init)
@@ -75,6 +97,7 @@ class SignConcordance(Rule):
 
   name = "sc"
   state_names = ("magnitude", "concordance")
+  draws_from_kernel_init = True
   p: float = 1.0
 
   def __post_init__(self):

@@ -11,7 +11,7 @@ is its backprop twin.
 
 from wtfree.models.lenet import LeNet
 from wtfree.models.mlp import MLP
-from wtfree.models.registry import create, get_model, names, register
+from wtfree.models.registry import create, get_model, names, register, rule_from_config
 from wtfree.models.resnet import BasicBlock, Bottleneck, ResNet
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "get_model",
     "names",
     "register",
+    "rule_from_config",
 ]

@@ -49,9 +49,9 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
   """Builds the model a config names.
 
-  Reads ``config.model``, ``config.rule``, ``config.rule_options`` (fields
-  of the rules, e.g. ``{'p': 0.8}``; those of other rules than
-  ``config.rule`` are ignored), ``config.last_layer_bp`` and
+  Reads ``config.model``, ``config.rule``, ``config.rule_options`` (the
+  options the config sets, e.g. ``{'p': 0.8}``; see `rule_from_config`),
+  ``config.last_layer_bp`` and
   ``config.model_options`` (fields of the model, e.g. ``{'widths': (1000,),
   'activation': 'sigmoid'}``); the last three are optional.
 
@@ -65,7 +65,7 @@ def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None)
   Returns:
     The linen module; apply it as ``model.apply(variables, x, train=...)``.
   """
-  rule = feedback.get_rule(config.rule, **_rule_options(config.rule, config.get("rule_options", None)))
+  rule = rule_from_config(config)
   options: Mapping[str, Any] = dict(config.get("model_options", None) or {})
   model = get_model(
       config.model,
@@ -79,19 +79,14 @@ def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None)
   return model
 
 
-def _fields(rule: "str | feedback.Rule") -> set[str]:
-  return {f.name for f in dataclasses.fields(feedback.get_rule(rule))}
+def rule_from_config(config) -> feedback.Rule:
+  """The rule ``config.rule`` with the options ``config.rule_options`` sets (unset ones: None).
 
-
-def _rule_options(rule: "str | feedback.Rule", options: Mapping[str, Any] | None) -> dict[str, Any]:
-  # One rule_options block serves every rule (configs/default.py), so options
-  # that belong to other rules are dropped; a name no rule knows is a typo.
-  options = dict(options or {})
-  known = set().union(*(_fields(name) for name in feedback.names()))
-  unknown = sorted(set(options) - known)
-  if unknown:
-    raise ValueError(f"rule_options {unknown} are fields of no rule; rules take {sorted(known)}")
-  return {k: v for k, v in options.items() if k in _fields(rule)}
+  Options left unset keep the rule's own defaults; an option the rule does
+  not have is an error that names the rules it belongs to.
+  """
+  options = {k: v for k, v in dict(config.get("rule_options", None) or {}).items() if v is not None}
+  return feedback.get_rule(config.rule, **options)
 
 
 def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> None:
