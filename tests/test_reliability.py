@@ -132,6 +132,11 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         (["--config.batch_size=30"], "does not divide"),
         (["--config.optimizer=adam", "--config.batch_manhattan=True"], "contradicts"),
         (["--config.mirror_epochs=2.0"], "apply only to rules that mirror B"),
+        (["--config.learning_rat=0.1"], "--config.learning_rat names no field of the config; "
+                                         "did you mean --config.learning_rate?"),
+        (["--config.rule=fa", "--config.rule_options.decay=0.1"], "decay belong to kp, wm"),
+        (["--config=configs/no_such_config.py"], "config file configs/no_such_config.py does not exist"),
+        (["--config.dataset=cifar10", "--config.data_dir=/nonexistent"], "is not prepared"),
     ],
 )
 def test_bad_config_exits_2_with_a_message_and_no_traceback(overrides, message, tmp_path):

@@ -12,6 +12,7 @@ JAX_PROCESS_ID (0 on the host at that address).
 
 import logging as std_logging
 import os
+import re
 import sys
 
 from absl import app
@@ -20,6 +21,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from wtfree import data
 from wtfree import preemption
 from wtfree import train
 
@@ -78,7 +80,7 @@ def main(argv):
                jax.device_count(), jax.default_backend())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except ValueError as e:  # A config that cannot run: no traceback, exit 2.
+  except (ValueError, data.DataNotPreparedError) as e:  # A config that cannot run: no traceback, exit 2.
     _exit(f"error: {e}", 2)
   except train.DivergenceError as e:
     _exit(f"diverged: {e}", 1)
@@ -92,5 +94,44 @@ def _exit(message: str, code: int) -> None:
   sys.exit(code)
 
 
+def _config_path(argv: list[str]) -> str | None:
+  """The last ``--config`` given (absl keeps the last)."""
+  path = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path
+
+
+def _override_message(error: Exception, argv: list[str]) -> str:
+  """One line for a command-line override that names no field of the config."""
+  text = str(error).replace("\\'", "'")
+  quoted = re.findall(r"'([A-Za-z0-9_]+)'", text)
+  field = quoted[0] if quoted else "?"
+  given = [a.split("=", 1)[0] for a in argv if a.startswith("--config.") and field in a.split("=", 1)[0]]
+  flag = given[0] if given else f"--config.{field}"
+  close = re.findall(r'Did you mean "([^"]+)"', text)
+  hint = f"; did you mean {flag.rsplit('.', 1)[0]}.{close[0]}?" if close else ""
+  return f"error: {flag} names no field of the config{hint}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with bad config flags as one-line errors (exit 2) instead of tracebacks."""
+  path = _config_path(argv)
+  if path is not None and not os.path.exists(path.split(":", 1)[0]):
+    _exit(f"error: config file {path} does not exist (--config=configs/NAME.py, run from the repository root)", 2)
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _exit(f"error: {e}", 2)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config lacks.
+    _exit(_override_message(e, argv), 2)
+  except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type.
+    _exit(f"error: {str(e).splitlines()[0]}", 2)
+  return []
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
