@@ -65,3 +65,13 @@ def test_bfloat16_rows_report_their_share_of_the_peak_and_large_dfa_is_skipped(t
     assert math.isclose(r["bf16_peak_share"], r["flops"] / (r["ms_per_step"] / 1e3) / 1e9, rel_tol=1e-9)
   table = (tmp_path / "step_time.md").read_text()
   assert "% of bf16 peak |" in table and "Skipped: mlp_tiny: dfa not timed" in table
+
+
+def test_loop_speed_quick_run_reports_both_rates_and_their_ratio(tmp_path):
+  spec = importlib.util.spec_from_file_location("loop_speed", _PATH.parent / "loop_speed.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  record = module.main(["--out", str(tmp_path), "--quick"])
+  assert json.loads((tmp_path / "loop_speed.json").read_text()) == record
+  assert all(v > 0 and math.isfinite(v) for v in record["loop_examples_per_second"] + record["scan_examples_per_second"])
+  assert record["ratio"][0] == record["loop_examples_per_second"][0] / record["scan_examples_per_second"][0]

@@ -16,6 +16,7 @@ import optax
 
 from wtfree import checkpoint
 from wtfree import data
+from wtfree import dispatch
 from wtfree import feedback
 from wtfree import learning
 from wtfree import metrics
@@ -331,14 +332,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
 
   skip = bool(config.get("skip_nonfinite", False))
-  jit_train = jax.jit(
+  step_fn = dispatch.guarded(
       functools.partial(train_step, model=model, tx=tx, task=ds.task, learner=learner,
                         weight_decay_rate=weight_decay_rate, skip_nonfinite=skip),
-      donate_argnums=0,
+      skip_nonfinite=skip,
   )
+  jit_train = jax.jit(step_fn, donate_argnums=(0, 1))
   jit_mirror = jax.jit(functools.partial(mirror_only_step, learner=learner), donate_argnums=0)
+  fresh_guard = jax.jit(dispatch.Guard.fresh)
   jit_eval = jax.jit(functools.partial(eval_step, model=model, task=ds.task))
   jit_align = jax.jit(functools.partial(alignment_step, model=model, task=ds.task))
+  # In-memory sets on one host: on the device whole, and a run of steps is one scan.
+  on_device = ds.arrays if jax.process_count() == 1 else None
+  if on_device is not None:
+    images, labels = (jax.device_put(a, sharding.replicated(mesh)) for a in on_device["train"])
+    jit_scan = jax.jit(dispatch.scan_steps(step_fn, sharding.batch_sharding(mesh)), donate_argnums=(0, 1))
 
   def evaluate(step):
     sums = None
@@ -356,46 +364,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if ckpt.save(step, state, {"data_position": step, "rule": config.rule}, force=force):
       save.last = time.time()
 
+  def train_run(state, guard, step, end):
+    """Steps ``step .. end - 1`` dispatched without reading anything back; a getter of the last batch, for angles."""
+    if on_device is not None:
+      indices = ds.train_indices(step, end - step)
+      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(indices))
+      last = lambda: sharding.global_batch(
+          {"image": on_device["train"][0][indices[-1]], "label": on_device["train"][1][indices[-1]]}, mesh)
+      return state, guard, [metrics], last
+    runs = []
+    for _ in range(step, end):
+      batch = sharding.global_batch(next(batches), mesh)
+      state, guard, metrics = jit_train(state, guard, batch)
+      runs.append(metrics)
+    return state, guard, runs, lambda: batch
+
   save.last = time.time()
   start = int(state.step)
-  batches = None
-  history: list[dict] = []
+  batches = None if on_device is not None else ds.train_batches(start_step=max(start, mirror_steps))
+  history: dict[str, list] = {}
   skipped = 0
+  last_batch = None
+  # Several hosts agree on the step to stop at after every step (JAX's preemption service).
+  every = (1,) if jax.process_count() > 1 else (
+      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps, mirror_steps)
   tick, tick_step = time.time(), start
+  step = start
   with preemption.StopOnSigterm() as stop:
-    for step in range(start, total_steps):
+    while step < total_steps:
+      done = dispatch.next_boundary(step, total_steps, every)
       if step < mirror_steps:
-        state = jit_mirror(state)
-        jax.block_until_ready(state.step)
-        batch = None
+        for _ in range(step, done):
+          state = jit_mirror(state)
       else:
-        if batches is None:
-          batches = ds.train_batches(start_step=step)
-        batch = sharding.global_batch(next(batches), mesh)
-        state, step_metrics = jit_train(state, batch)
-        step_metrics = jax.device_get(step_metrics)
-        if not step_metrics["finite"]:
-          if not skip:
-            ckpt.wait()
-            raise DivergenceError(_divergence_message(config, step + 1, step_metrics, ckpt.latest_step(), workdir))
-          skipped += 1
-          logging.warning("step %d: non-finite loss or gradients, step skipped", step + 1)
-        else:
-          history.append({k: v for k, v in step_metrics.items() if k not in ("finite", "finite_grads")})
-      done = step + 1
+        state, guard, runs, last_batch = train_run(state, fresh_guard(state.params), step, done)
+        guard, taken = jax.device_get(guard), dispatch.stack(runs)
+        if not guard.ok:
+          ckpt.wait()
+          bad = {"loss": guard.loss, "finite_grads": guard.finite_grads}
+          raise DivergenceError(_divergence_message(config, int(guard.step), bad, ckpt.latest_step(), workdir))
+        finite = taken.pop("finite").astype(bool)
+        if skip and not finite.all():
+          skipped += int((~finite).sum())
+          logging.warning("steps %d-%d: %d with non-finite loss or gradients skipped", step + 1, done,
+                          int((~finite).sum()))
+        for k, v in taken.items():
+          history.setdefault(k, []).extend(v[finite].tolist())
+      step = done
       if done % config.log_every_steps == 0 or done == total_steps:
         elapsed = time.time() - tick
         summary = {"train/examples_per_second": (done - tick_step) * config.batch_size / max(elapsed, 1e-9)}
-        if history:
-          summary.update({f"train/{k}": float(np.mean([h[k] for h in history])) for k in history[0]})
+        summary.update({f"train/{k}": float(np.mean(v)) for k, v in history.items() if v})
         if skipped:
           summary["train/skipped_steps"] = skipped
-        if batch is not None and config.get("angles", True):
-          summary.update(jax.device_get(jit_align(state, batch)))
+        if last_batch is not None and config.get("angles", True):
+          summary.update(jax.device_get(jit_align(state, last_batch())))
         writer.write(done, "train", summary)
         eta = (total_steps - done) * elapsed / max(done - tick_step, 1)
         logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip=("angle/", "ratio/")), eta)
-        history, tick, tick_step = [], time.time(), done
+        history, tick, tick_step = {}, time.time(), done
       if done % config.eval_every_steps == 0 or done == total_steps:
         evaluate(done)
       stopping = stop.should_stop(done)

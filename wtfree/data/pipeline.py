@@ -1,6 +1,6 @@
 """Batches for one host: the global batch at step s is a function of (seed, s) alone.
 
-Epoch e visits the training examples in a grain shuffle seeded by (seed, e);
+Epoch e visits the training examples in a permutation seeded by (seed, e);
 step s takes the next ``batch_size`` of them, and host p keeps rows
 ``[p * b, (p + 1) * b)`` with ``b = batch_size // process_count``. So within an
 epoch the hosts read disjoint examples, the global batch is the same for any
@@ -9,6 +9,7 @@ An epoch drops its last ``num_train % batch_size`` examples.
 """
 
 import dataclasses
+import functools
 import math
 
 from absl import flags
@@ -39,22 +40,38 @@ class _Layout:
     return self.process_index * self.local_size + np.arange(self.local_size)
 
 
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, n: int, epoch: int) -> np.ndarray:
+  """Epoch ``epoch``'s order of ``n`` training examples."""
+  return np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, epoch])).permutation(n)
+
+
+def train_indices(num_train: int, layout: _Layout, seed: int, steps: np.ndarray) -> np.ndarray:
+  """``[len(steps), local batch]``: the example indices of this host's rows at each step."""
+  steps = np.asarray(steps, np.int64)[:, None]
+  per_epoch = num_train // layout.global_size
+  epochs, within = steps // per_epoch, steps % per_epoch
+  offsets = within * layout.global_size + layout.rows[None, :]
+  indices = np.empty(offsets.shape, np.int64)
+  for epoch in np.unique(epochs):
+    rows = epochs[:, 0] == epoch
+    indices[rows] = _permutation(int(seed), num_train, int(epoch))[offsets[rows]]
+  return indices
+
+
 @dataclasses.dataclass(frozen=True)
 class _TrainStep:
   """Step s -> this host's part of the global training batch (picklable for grain workers)."""
 
   source: Source
-  order: grain.MapDataset  # position in the epoch-after-epoch stream -> example index
   layout: _Layout
   seed: int
   flatten: bool
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
-    n = len(self.source)
-    epoch, within = divmod(int(step), n // self.layout.global_size)
-    positions = epoch * n + within * self.layout.global_size + self.layout.rows
-    indices = np.array([self.order[int(q)] % n for q in positions], np.int64)
-    keys = np.stack([np.full_like(positions, self.seed), np.full_like(positions, step), self.layout.rows], axis=1)
+    indices = train_indices(len(self.source), self.layout, self.seed, np.array([step]))[0]
+    rows = self.layout.rows
+    keys = np.stack([np.full_like(rows, self.seed), np.full_like(rows, step), rows], axis=1)
     return _finish(self.source.read(indices, keys), self.flatten)
 
 
@@ -162,9 +179,18 @@ class Dataset:
     if start_step < 0:
       raise ValueError(f"start_step {start_step} is negative; steps count from 0")
     layout = _Layout(self.batch_size, self.process_index, self.process_count)
-    order = grain.MapDataset.range(self.num_train).shuffle(seed=_shuffle_seed(self.seed))
-    step = _TrainStep(self.splits.train, order, layout, int(self.seed), self.flatten)
+    step = _TrainStep(self.splits.train, layout, int(self.seed), self.flatten)
     return self._iterate(grain.MapDataset.range(start_step, _STEPS).map(step))
+
+  def train_indices(self, start_step: int, steps: int) -> np.ndarray:
+    """The example indices of this host's rows of global batches ``start_step .. start_step + steps - 1``.
+
+    ``[steps, batch_size // process_count]``, the same examples `train_batches`
+    reads at those steps; for sets held in memory, whose batches can be
+    gathered on the device.
+    """
+    layout = _Layout(self.batch_size, self.process_index, self.process_count)
+    return train_indices(self.num_train, layout, int(self.seed), np.arange(start_step, start_step + steps))
 
   def eval_batches(self):
     """One pass over the test split in a fixed order, this host's rows of each global eval batch.
@@ -188,8 +214,3 @@ class Dataset:
         flags.FLAGS.mark_as_parsed()
       it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
     return iter(it)
-
-
-def _shuffle_seed(seed: int) -> int:
-  # grain seeds epoch e with seed + e; hashing keeps (seed 0, epoch 1) apart from (seed 1, epoch 0).
-  return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1)[0])

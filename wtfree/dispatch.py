@@ -1,0 +1,100 @@
+"""Many train steps per host call, with the divergence check on the device.
+
+The host reads nothing inside a run of steps: each step's metrics stay on the
+device until the run ends at a log, eval or checkpoint boundary. The first
+step whose loss or gradients are not finite is recorded on the device
+(`Guard`), and the host stops the run at the boundary before anything is
+saved, so a non-finite state never reaches a checkpoint.
+In-memory data sets live on the device and a run of steps is one `lax.scan`
+over the batches' example indices.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+class Guard(flax.struct.PyTreeNode):
+  """The state of the on-device divergence check.
+
+  Attributes:
+    ok: no step of the run has diverged yet.
+    step: the first step whose loss or gradients were not finite (-1: none).
+    loss: that step's loss.
+    finite_grads: that step's per-leaf finiteness, which names the layers.
+  """
+
+  ok: Array
+  step: Array
+  loss: Array
+  finite_grads: Any
+
+  @classmethod
+  def fresh(cls, params) -> "Guard":
+    """A guard with nothing diverged, for a state with ``params``."""
+    return cls(ok=jnp.ones((), bool), step=-jnp.ones((), jnp.int32), loss=jnp.zeros((), jnp.float32),
+               finite_grads=jax.tree.map(lambda _: jnp.ones((), bool), params))
+
+
+def guarded(step_fn, *, skip_nonfinite: bool):
+  """``(state, guard, batch) -> (state, guard, metrics)``: ``step_fn`` that records the first divergence.
+
+  Under ``skip_nonfinite`` a non-finite step is skipped (``step_fn`` itself
+  keeps the state) and nothing is recorded. The state is not guarded step
+  by step (a select over the whole state would cost as much as a small
+  model's step): the host discards the run's state when the guard reports.
+  """
+
+  def run(state, guard, batch):
+    new_state, metrics = step_fn(state, batch)
+    diverged = guard.ok & ~metrics["finite"] & (not skip_nonfinite)
+    guard = Guard(
+        ok=guard.ok & ~diverged,
+        step=jnp.where(diverged, (state.step + 1).astype(jnp.int32), guard.step),
+        loss=jnp.where(diverged, metrics["loss"].astype(jnp.float32), guard.loss),
+        finite_grads=jax.tree.map(lambda now, was: jnp.where(diverged, now, was),
+                                  metrics["finite_grads"], guard.finite_grads),
+    )
+    return new_state, guard, {k: v for k, v in metrics.items() if k != "finite_grads"}
+
+  return run
+
+
+def scan_steps(run, batch_sharding=None):
+  """``(state, guard, images, labels, indices [K, b]) -> (state, guard, metrics [K])`` as one `lax.scan`.
+
+  Batch k is ``images[indices[k]]``, ``labels[indices[k]]``, gathered on the
+  device from the whole training set.
+  """
+
+  def scanned(state, guard, images, labels, indices):
+    def body(carry, rows):
+      state, guard = carry
+      batch = {"image": images[rows], "label": labels[rows]}
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      state, guard, metrics = run(state, guard, batch)
+      return (state, guard), metrics
+
+    (state, guard), metrics = jax.lax.scan(body, (state, guard), indices)
+    return state, guard, metrics
+
+  return scanned
+
+
+def next_boundary(step: int, total: int, every: tuple[int, ...]) -> int:
+  """The first step after ``step`` that is a multiple of one of ``every`` (positive entries), or ``total``."""
+  candidates = [total] + [(step // n + 1) * n for n in every if n > 0]
+  return min(c for c in candidates if c > step)
+
+
+def stack(metrics: list[dict]) -> dict[str, np.ndarray]:
+  """Per-step metrics read from the device at once, as ``{name: [steps]}``."""
+  fetched = jax.device_get(metrics)
+  return {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
+
