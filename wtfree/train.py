@@ -361,6 +361,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   def save(step, force=False):
     minutes = config.get("checkpoint_every_minutes", 0)
     force = force or (minutes > 0 and time.time() - save.last > 60 * minutes)
+    if not force and step % config.checkpoint_every_steps:
+      return  # Not a checkpoint step: spare orbax's own check, a few ms at every boundary.
     if ckpt.save(step, state, {"data_position": step, "rule": config.rule}, force=force):
       save.last = time.time()
 
@@ -390,14 +392,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps, mirror_steps)
   tick, tick_step = time.time(), start
   step = start
+  pending = []  # A log line whose angles are still on the device: written while the next steps run.
+
+  def flush():
+    for done, summary, angles, eta in pending:
+      if angles is not None:
+        summary.update(jax.device_get(angles))
+      writer.write(done, "train", summary)
+      logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip=("angle/", "ratio/")), eta)
+    pending.clear()
+
   with preemption.StopOnSigterm() as stop:
     while step < total_steps:
       done = dispatch.next_boundary(step, total_steps, every)
       if step < mirror_steps:
         for _ in range(step, done):
           state = jit_mirror(state)
+        flush()
       else:
         state, guard, runs, last_batch = train_run(state, fresh_guard(state.params), step, done)
+        flush()
         guard, taken = jax.device_get(guard), dispatch.stack(runs)
         if not guard.ok:
           ckpt.wait()
@@ -417,23 +431,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         summary.update({f"train/{k}": float(np.mean(v)) for k, v in history.items() if v})
         if skipped:
           summary["train/skipped_steps"] = skipped
+        angles = None
         if last_batch is not None and config.get("angles", True):
-          summary.update(jax.device_get(jit_align(state, last_batch())))
-        writer.write(done, "train", summary)
-        eta = (total_steps - done) * elapsed / max(done - tick_step, 1)
-        logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip=("angle/", "ratio/")), eta)
+          angles = jit_align(state, last_batch())  # Dispatched now, read after the next steps are.
+        pending.append((done, summary, angles, (total_steps - done) * elapsed / max(done - tick_step, 1)))
         history, tick, tick_step = {}, time.time(), done
       if done % config.eval_every_steps == 0 or done == total_steps:
+        flush()
         evaluate(done)
       stopping = stop.should_stop(done)
       save(done, force=done == total_steps or stopping)
       if stopping:
+        flush()
         ckpt.wait()
         writer.close()
         raise preemption.Preempted(
             f"stopped on SIGTERM after step {done}, checkpoint saved in {workdir}; "
             "run the same command again to resume"
         )
+  flush()
   ckpt.wait()
   ckpt.close()
   writer.close()
