@@ -20,9 +20,8 @@ the task's gradient. Each rule is its own file: `symmetric`, `activation`,
 Coefficients: Neural-Alignment's defaults (1e-3 and 2e-3) are tuned for
 ImageNet runs of ~10^5 SGD steps. wtfree's rules keep their ratios, which
 set B's fixed point, and scale them by 10, so that B aligns within the ~10^3
-steps of the embedded default. Larger ones are not better under momentum:
-B's heavy-ball tracking of W then destabilises training (docs/rules.md,
-"Alignment losses").
+steps of the embedded default. Larger ones made training fragile under
+momentum (docs/rules.md, "Alignment losses").
 """
 
 import dataclasses
