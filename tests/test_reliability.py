@@ -153,4 +153,22 @@ def test_workdir_with_another_config_is_refused(tmp_path):
   result = _run(tmp_path, "--config.num_steps=10", "--config.rule=kp")
   assert result.returncode == 2
   assert "holds a run with rule='fa'" in result.stderr
-  assert _run(tmp_path, "--config.num_steps=10", "--config.rule=kp", "--config.resume_anyway=True").returncode == 0
+  # resume_anyway continues with a changed setting, but kp's state has another layout than fa's:
+  # an error that says so, not a silent fresh start.
+  assert _run(tmp_path, "--config.num_steps=10", "--config.learning_rate=0.01",
+              "--config.resume_anyway=True").returncode == 0
+  result = _run(tmp_path, "--config.num_steps=15", "--config.rule=kp", "--config.resume_anyway=True")
+  assert result.returncode == 2 and "can be read into this run's state" in result.stderr, result.stderr[-2000:]
+
+
+def test_checkpoints_that_no_longer_fit_the_state_are_an_error_not_a_fresh_start(tmp_path):
+  import jax.numpy as jnp
+
+  from wtfree import checkpoint
+
+  ckpt = checkpoint.Checkpointer(str(tmp_path), save_every_steps=1)
+  ckpt.save(1, {"params": {"kernel": jnp.ones(3)}}, {"data_position": 1}, force=True)
+  ckpt.wait()
+  other_layout = {"params": {"kernel": jnp.ones(3), "offset_scale": jnp.ones(())}}
+  with pytest.raises(ValueError, match="none of the checkpoints .* can be read into this run's state"):
+    checkpoint.Checkpointer(str(tmp_path)).restore_latest(checkpoint.abstract_like(other_layout))

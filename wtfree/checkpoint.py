@@ -20,6 +20,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every_steps, create=True
     )
+    self._directory = directory
     self._manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -40,15 +41,29 @@ class Checkpointer:
     A checkpoint that cannot be read (a save cut short, a corrupt file) is
     skipped with a warning in favour of the one before. Returns
     ``(None, None, None)`` when there is none.
+
+    Raises:
+      ValueError: when there are checkpoints but none can be read into
+        ``abstract_state`` (e.g. written by an older layout of the state):
+        starting over would silently drop them.
     """
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    errors = []
+    for step in steps:
       try:
         state, meta = self.restore(step, abstract_state)
       except Exception as e:  # orbax raises many types for unreadable data.
         logging.warning("Checkpoint at step %d cannot be read (%s: %s); trying the one before.",
                         step, type(e).__name__, e)
+        errors.append(f"step {step}: {type(e).__name__}")
         continue
       return step, state, meta
+    if steps:
+      raise ValueError(
+          f"none of the checkpoints in {self._directory} can be read into this run's state "
+          f"({'; '.join(errors)}), e.g. they were written by another version of wtfree or config: "
+          "use a new --workdir, or move the checkpoints away to start over"
+      )
     return None, None, None
 
   def restore(self, step: int, abstract_state=None):

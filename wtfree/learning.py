@@ -74,6 +74,11 @@ def _arranging(rules: set | None = None) -> Iterator[None]:
     _context.rules = previous
 
 
+def initialising() -> contextlib.AbstractContextManager:
+  """A block whose inits come from a loop that runs the rules' between-steps passes (no warning)."""
+  return _arranging()
+
+
 def note_rule(rule: feedback.Rule, layer: str, root) -> None:
   """Called by each layer at init: records the rule, or warns if nothing will let it learn.
 

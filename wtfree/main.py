@@ -105,16 +105,18 @@ def _config_path(argv: list[str]) -> str | None:
   return path
 
 
-def _override_message(error: Exception, argv: list[str]) -> str:
-  """One line for a command-line override that names no field of the config."""
+def _override_message(error: Exception, argv: list[str]) -> str | None:
+  """One line for a command-line override that names no field of the config; None for other errors."""
   text = str(error).replace("\\'", "'")
   quoted = re.findall(r"'([A-Za-z0-9_]+)'", text)
-  field = quoted[0] if quoted else "?"
-  given = [a.split("=", 1)[0] for a in argv if a.startswith("--config.") and field in a.split("=", 1)[0]]
-  flag = given[0] if given else f"--config.{field}"
+  field = quoted[0] if quoted else None
+  given = [a.split("=", 1)[0] for a in argv
+           if a.startswith("--config.") and a.split("=", 1)[0].rsplit(".", 1)[-1] == field]
+  if not given:
+    return None  # Raised by the config file itself: a bug there, shown with its traceback.
   close = re.findall(r'Did you mean "([^"]+)"', text)
-  hint = f"; did you mean {flag.rsplit('.', 1)[0]}.{close[0]}?" if close else ""
-  return f"error: {flag} names no field of the config{hint}"
+  hint = f"; did you mean {given[0].rsplit('.', 1)[0]}.{close[0]}?" if close else ""
+  return f"error: {given[0]} names no field of the config{hint}"
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -127,9 +129,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     _exit(f"error: {e}", 2)
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config lacks.
-    _exit(_override_message(e, argv), 2)
-  except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type.
-    _exit(f"error: {str(e).splitlines()[0]}", 2)
+    message = _override_message(e, argv)
+    if message is None:
+      raise
+    _exit(message, 2)
   return []
 
 

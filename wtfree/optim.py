@@ -11,9 +11,11 @@ tells them how fast this chain's decay shrinks a weight.
 """
 
 from collections.abc import Callable
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from wtfree import learning
@@ -77,23 +79,25 @@ def _constant(config, base: float, steps_per_epoch: float, start: int) -> optax.
 
 
 def _step(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
-  # Decay epochs count from the start of the run; the body counts from `start`.
+  # In global steps: a decay epoch inside the warm-up applies from its step on.
+  del start
   scales: dict[int, float] = {}
   for epoch in config.get("decay_epochs", ()):
-    at = max(int(round(epoch * steps_per_epoch)) - start, 0)
+    at = math.ceil(epoch * steps_per_epoch)
     scales[at] = scales.get(at, 1.0) * config.get("decay_factor", 0.1)
   return optax.piecewise_constant_schedule(base, dict(sorted(scales.items())))
 
 
 def _cosine(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
-  end = int(round(config.num_epochs * steps_per_epoch))
+  end = config.num_epochs * steps_per_epoch
   if end <= start:
     raise ValueError(
         f"cosine schedule: num_epochs={config.num_epochs} leaves no epochs after "
         f"{config.get('mirror_epochs', 0)} mirror and {config.get('warmup_epochs', 0)} warm-up epochs; "
         "raise num_epochs"
     )
-  return optax.cosine_decay_schedule(base, decay_steps=end - start)
+  cosine = optax.cosine_decay_schedule(base, decay_steps=end - start)
+  return lambda step: cosine(jnp.maximum(jnp.asarray(step, jnp.float32) - start, 0.0))
 
 
 _SCHEDULES: dict[str, Callable[[Any, float, float, int], optax.Schedule]] = {
@@ -117,7 +121,7 @@ def schedule(config, steps_per_epoch: float) -> optax.Schedule:
   ``config.schedule``:
 
   - 'constant': the base rate.
-  - 'step': divided by ``config.decay_factor`` (default 10x) once step
+  - 'step': multiplied by ``config.decay_factor`` (default 0.1) once step
     ``e * steps_per_epoch`` is reached, for each ``e`` in
     ``config.decay_epochs``; epochs count from the start of training,
     mirror epochs included (Akrout: warm-up 6, decay after 32, 62, 82).
@@ -138,20 +142,13 @@ def schedule(config, steps_per_epoch: float) -> optax.Schedule:
   """
   if config.schedule not in _SCHEDULES:
     raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
-  base = base_learning_rate(config)
   mirror = mirror_steps(config, steps_per_epoch)
-  warmup = int(round(config.get("warmup_epochs", 0) * steps_per_epoch))
-  pieces, boundaries = [], []
-  if mirror:
-    pieces.append(optax.constant_schedule(0.0))
-    boundaries.append(mirror)
-  if warmup:
-    pieces.append(optax.linear_schedule(0.0, base, warmup))
-    boundaries.append(mirror + warmup)
-  pieces.append(_SCHEDULES[config.schedule](config, base, steps_per_epoch, mirror + warmup))
-  if not boundaries:
-    return pieces[0]
-  return optax.join_schedules(pieces, boundaries)
+  warmup = config.get("warmup_epochs", 0) * steps_per_epoch
+  body = _SCHEDULES[config.schedule](config, base_learning_rate(config), steps_per_epoch, mirror + warmup)
+  # 0 through the mirror-only steps, then a linear ramp to 1 over the warm-up.
+  rise = optax.linear_schedule(0.0, 1.0, warmup) if warmup > 0 else optax.constant_schedule(1.0)
+  ramp = optax.join_schedules([optax.constant_schedule(0.0), rise], [mirror])
+  return lambda step: ramp(step) * body(step)
 
 
 def weight_decay_rate(config, steps_per_epoch: float) -> optax.Schedule | None:

@@ -1,7 +1,8 @@
 """SIGTERM handling: Cloud TPU preempts a VM with SIGTERM, and a run saves first.
 
 With one process, SIGTERM sets a flag that the loop reads at the end of the
-step. With several, every host must save the same step (a checkpoint is
+step (an in-memory set's steps run as one scan between log, eval and
+checkpoint boundaries: at the end of that run). With several, every host must save the same step (a checkpoint is
 written by all of them together), but the signal reaches the hosts at
 different times, or only some of them. There JAX's preemption service, which
 ``jax.distributed.initialize`` starts, catches SIGTERM on any host and all

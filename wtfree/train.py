@@ -289,7 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
   a run started again with the same workdir continues from its latest
   checkpoint and sees exactly the batches it would have seen. On SIGTERM it
-  saves at the end of the current step and raises `preemption.Preempted`.
+  saves at the end of the current step (for an in-memory set, whose steps
+  run as one scan between boundaries, at the end of that run of steps) and
+  raises `preemption.Preempted`.
 
   Args:
     config: the run's hyperparameters (see ``configs/default.py``).
@@ -367,7 +369,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       save.last = time.time()
 
   def train_run(state, guard, step, end):
-    """Steps ``step .. end - 1`` dispatched without reading anything back; a getter of the last batch, for angles."""
+    """Steps ``step .. end - 1`` dispatched without reading anything back; a getter of the last batch, for angles.
+
+    A host-fed run stops early after the step during which SIGTERM came: ``len(runs)`` steps ran.
+    """
     if on_device is not None:
       indices = ds.train_indices(step, end - step)
       state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(indices))
@@ -379,6 +384,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       batch = sharding.global_batch(next(batches), mesh)
       state, guard, metrics = jit_train(state, guard, batch)
       runs.append(metrics)
+      if stop.requested:  # SIGTERM: stop at this step, not at the next boundary.
+        break
     return state, guard, runs, lambda: batch
 
   save.last = time.time()
@@ -389,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   last_batch = None
   # Several hosts agree on the step to stop at after every step (JAX's preemption service).
   every = (1,) if jax.process_count() > 1 else (
-      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps, mirror_steps)
+      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
   tick, tick_step = time.time(), start
   step = start
   pending = []  # A log line whose angles are still on the device: written while the next steps run.
@@ -406,11 +413,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     while step < total_steps:
       done = dispatch.next_boundary(step, total_steps, every)
       if step < mirror_steps:
-        for _ in range(step, done):
+        done = min(done, mirror_steps)
+        for taken_step in range(step + 1, done + 1):
           state = jit_mirror(state)
+          if stop.requested:
+            break
+        done = taken_step
         flush()
       else:
         state, guard, runs, last_batch = train_run(state, fresh_guard(state.params), step, done)
+        done = step + (len(runs) if on_device is None else done - step)
         flush()
         guard, taken = jax.device_get(guard), dispatch.stack(runs)
         if not guard.ok:

@@ -30,7 +30,9 @@ class SymmetricAlignment(losses.AlignmentLoss):
   def check_config(self, config):
     warnings = super().check_config(config)
     if config.get("optimizer", "sgd") == "sgd" and not config.get("batch_manhattan", False):
-      rate = float(config.learning_rate) * 2 * self.alpha / (1.0 - config.get("momentum", 0.0))
+      from wtfree import optim  # pylint: disable=g-import-not-at-top; optim imports this package.
+
+      rate = optim.base_learning_rate(config) * 2 * self.alpha / (1.0 - config.get("momentum", 0.0))
       if rate > RATE_LIMIT:
         warnings.append(
             f"sa: B relaxes towards W at lr * 2 alpha / (1 - momentum) = {rate:.3g} per step, above "

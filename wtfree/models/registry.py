@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from wtfree import feedback
+from wtfree import learning
 from wtfree.models.lenet import LeNet
 from wtfree.models.mlp import MLP
 from wtfree.models.resnet import ResNet
@@ -93,7 +94,8 @@ def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> N
   x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
   keys = {"params": jax.random.key(0), "feedback": jax.random.key(1)}
   try:
-    jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
+    with learning.initialising():  # A shape check, not a run: no warning about how B learns.
+      jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
   except (ValueError, TypeError) as e:
     raise ValueError(f"model {name!r} cannot take inputs of shape {input_shape}: {e}") from e
 
