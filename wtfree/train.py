@@ -87,6 +87,12 @@ def apply_for_loss(model, variables, x, *, rngs, mutable: list[str]) -> tuple[Ar
   return outputs, updated
 
 
+def _batch_loss(model, variables, batch: dict, task: str, rngs) -> tuple[Array, tuple[Array, dict]]:
+  """The mean training loss of ``batch``, with the outputs and the updated BatchNorm statistics."""
+  outputs, updated = apply_for_loss(model, variables, batch["image"], rngs=rngs, mutable=["batch_stats"])
+  return jnp.mean(_loss(task, outputs, batch["label"])), (outputs, updated)
+
+
 def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None) -> learning.Learner:
   """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` float inputs."""
   example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -128,12 +134,8 @@ def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed
   def grads(batch):
     variables = learner.init({"params": params_key})
 
-    def loss(params):
-      outputs, _ = apply_for_loss(model, {**variables, "params": params}, batch["image"],
-                                  rngs={"feedback": jax.random.key(0), "dropout": jax.random.key(1)},
-                                  mutable=["batch_stats"])
-      return jnp.mean(_loss(task, outputs, batch["label"]))
-
+    rngs = {"feedback": jax.random.key(0), "dropout": jax.random.key(1)}
+    loss = lambda params: _batch_loss(model, {**variables, "params": params}, batch, task, rngs)[0]
     return jax.grad(loss)(variables["params"])
 
   return learning.frozen_mask(grads(batch))
@@ -167,14 +169,8 @@ def train_step(
   """
 
   def loss_fn(params):
-    outputs, updated = apply_for_loss(
-        model,
-        {**state.variables(), "params": params},
-        batch["image"],
-        rngs={"feedback": state.key(0), "dropout": state.key(2)},
-        mutable=["batch_stats"],
-    )
-    return jnp.mean(_loss(task, outputs, batch["label"])), (outputs, updated)
+    rngs = {"feedback": state.key(0), "dropout": state.key(2)}
+    return _batch_loss(model, {**state.variables(), "params": params}, batch, task, rngs)
 
   (loss, (outputs, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
