@@ -1,75 +1,11 @@
 """Defaults every config starts from: a small MLP on digits with feedback alignment.
 
     python -m wtfree.main --config=configs/default.py --workdir=runs/default
+
+The fields and their meaning live in `wtfree.defaults`, so that code which
+builds configs (the experiments, notebooks) has them without this folder.
 """
 
-import ml_collections
+from wtfree.defaults import get_config, rule_option_fields
 
-from wtfree import feedback
-
-
-def get_config() -> ml_collections.ConfigDict:
-  """The default hyperparameters; published runs override what differs."""
-  config = ml_collections.ConfigDict()
-  # Data.
-  config.dataset = "digits"
-  config.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data_path = ml_collections.config_dict.placeholder(str)
-  config.image_size = 224
-  config.flatten = False
-  config.data_workers = 0
-  config.prefetch = 2
-  # Model and rule.
-  config.model = "mlp"
-  config.model_options = ml_collections.ConfigDict({"widths": (256, 256), "activation": "relu", "batch_norm": False})
-  config.rule = "fa"
-  # The options of the rules, all unset: a rule takes its own defaults for
-  # those a config or the command line leaves unset
-  # (--config.rule=sc --config.rule_options.p=0.8).
-  config.rule_options = rule_option_fields()
-  config.last_layer_bp = False
-  # Between-steps passes (rule 'wm' mirrors in them): mirror batch,
-  # mirror-only epochs, passes after each step.
-  config.mirror_batch_size = 256
-  config.mirror_epochs = 0.0
-  config.mirror_passes = 1
-  # Optimizer.
-  config.optimizer = "sgd"
-  config.learning_rate = 0.05
-  config.scale_lr_by_batch = False
-  config.momentum = 0.9
-  config.nesterov = False
-  config.weight_decay = 0.0
-  # Which parameters weight decay reaches: 'kernels' (W only) or 'all'.
-  config.weight_decay_on = "kernels"
-  config.batch_manhattan = False
-  config.schedule = "constant"
-  config.warmup_epochs = 0.0
-  config.decay_epochs = ()
-  # Length and bookkeeping.
-  config.batch_size = 64
-  config.eval_batch_size = 512
-  config.num_epochs = 20.0
-  config.num_steps = -1
-  config.seed = 0
-  config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
-  config.checkpoint_every_minutes = 0.0
-  config.keep_checkpoints = 3
-  # Continue a run in a workdir even though its config differs.
-  config.resume_anyway = False
-  # Skip a step whose loss or gradients are not finite, instead of stopping.
-  config.skip_nonfinite = False
-  config.angles = True
-  config.tensorboard = True
-  return config
-
-
-def rule_option_fields() -> ml_collections.ConfigDict:
-  """Every registered rule's options as typed placeholders with no value."""
-  fields = {}
-  for name, kind in feedback.all_options().items():
-    if kind is not None:
-      fields[name] = ml_collections.config_dict.placeholder(kind)
-  return ml_collections.ConfigDict(fields)
+__all__ = ["get_config", "rule_option_fields"]

@@ -1,6 +1,80 @@
-"""Test setup: eight simulated CPU devices, so sharded code paths run here."""
+"""Test setup: eight simulated CPU devices, so sharded code paths run here.
+
+Compiled programs go to one persistent cache for the whole test run, shared
+with the runs the tests start as subprocesses: many tests compile the same
+small model's step, and XLA compiles it once.
+
+The default run (``-m 'not slow'``) stays under five minutes on two cores:
+besides the tests marked ``slow`` where they are written, the ones listed in
+`_SLOW` (each over 3 s there, most of it compiling) run only with ``-m slow``.
+"""
 
 import os
+import tempfile
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wtfree-tests-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+
+_SLOW = frozenset({
+    "tests/test_alignment_losses.py::test_one_step_moves_b_by_its_loss_gradient[sa-conv]",
+    "tests/test_benchmarks.py::test_loop_speed_quick_run_reports_both_rates_and_their_ratio",
+    "tests/test_benchmarks.py::test_seeds_speed_quick_run_times_one_and_many_seeds",
+    "tests/test_configs.py::test_config_takes_one_step[mnist1d_mlp]",
+    "tests/test_configs.py::test_config_takes_one_step[resnet20_brsf]",
+    "tests/test_convert.py::test_bp_keeps_flax_dtypes[Conv-param_dtype]",
+    "tests/test_convert.py::test_bp_keeps_flax_dtypes[DenseGeneral-both]",
+    "tests/test_convert.py::test_bp_mlp_has_flax_params_outputs_and_gradients",
+    "tests/test_convert.py::test_conv_and_dense_general_follow_bp_and_fa[Conv0]",
+    "tests/test_convert.py::test_conv_and_dense_general_follow_bp_and_fa[DenseGeneral4]",
+    "tests/test_convert.py::test_conv_and_dense_general_follow_bp_and_fa[DenseGeneral5]",
+    "tests/test_convert.py::test_weight_mirror_brings_a_dense_general_feedback_to_w",
+    "tests/test_data.py::test_grain_workers_give_the_same_batches",
+    "tests/test_dfa.py::test_a_conv_layer_input_receives_b_e_in_its_own_shape",
+    "tests/test_dfa.py::test_conv_nets_with_batch_norm_and_batch_manhattan_learn_under_dfa[lenet]",
+    "tests/test_dfa.py::test_delta_angles_start_near_90_and_every_layer_reports_a_weight_ratio",
+    "tests/test_dfa.py::test_hidden_gradients_are_the_broadcast_error_times_the_derivative",
+    "tests/test_experiments.py::test_lillicrap_depth_deeper_student_wins_under_fa",
+    "tests/test_feedback.py::test_conv_gradients_match_closed_form[bp-s1-SAME-g1]",
+    "tests/test_feedback.py::test_generic_form_serves_an_einsum",
+    "tests/test_feedback.py::test_sharded_batch_gives_the_same_gradients[bp]",
+    "tests/test_learning.py::test_converted_flax_model_aligns_under_adam_in_a_users_loop[kp-400]",
+    "tests/test_learning.py::test_kp_reports_its_shrink_factor_beside_the_angles",
+    "tests/test_learning.py::test_shallow_leaves_hidden_kernels_bit_identical",
+    "tests/test_metrics.py::test_delta_angles_bp_zero_and_fa_large_below_the_output",
+    "tests/test_mirror.py::test_conv_3x3x64x64_through_relu_mirrors_at_w_scale[gaussian]",
+    "tests/test_mirror.py::test_conv_3x3x64x64_through_relu_mirrors_at_w_scale[uniform]",
+    "tests/test_mirror.py::test_dense_512x256_mirrors_below_five_degrees_at_w_scale",
+    "tests/test_mirror.py::test_fixed_point_has_w_scale_whatever_the_decay[0.02-linear]",
+    "tests/test_mirror_resnet.py::test_one_pass_changes_only_feedback",
+    "tests/test_models.py::test_error_reaches_every_kernel[resnet_tiny_bottleneck]",
+    "tests/test_models.py::test_every_rule_builds[resnet_tiny-sc]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-lenet_cifar]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-lenet_mnist1d]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-lenet_mnist]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-resnet_tiny]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-resnet_tiny_bottleneck]",
+    "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[lenet_cifar-False]",
+    "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[mlp_bn-False]",
+    "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[resnet_tiny_bottleneck-False]",
+    "tests/test_nn.py::test_bp_equals_jax_grad_of_plain_flax[CNN-shape1]",
+    "tests/test_nn.py::test_kp_follows_the_equations_with_an_explicit_b",
+    "tests/test_node_perturbation.py::test_node_perturbation_estimates_the_gradient_on_average",
+    "tests/test_notebook.py::test_quickstart_runs_top_to_bottom[notebooks]",
+    "tests/test_optim.py::test_batch_manhattan_moves_every_weight_by_exactly_lr",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides2-imagenet3000]",
+    "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[bp]",
+    "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[dfa]",
+    "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[fa]",
+    "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[kp]",
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # Before `-m` selects by marker.
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if item.nodeid in _SLOW:
+      item.add_marker(pytest.mark.slow)

@@ -5,6 +5,8 @@ import json
 import math
 import pathlib
 
+import pytest
+
 _PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "step_time.py"
 
 
@@ -15,6 +17,7 @@ def _step_time():
   return module
 
 
+@pytest.mark.slow
 def test_quick_run_writes_a_row_per_rule_and_model(tmp_path):
   step_time = _step_time()
   step_time.main(["--out", str(tmp_path), "--quick"])
@@ -48,6 +51,7 @@ def test_quick_run_writes_a_row_per_rule_and_model(tmp_path):
   assert all(f"| {rule} |" in table for rule in step_time.RULES)
 
 
+@pytest.mark.slow
 def test_bfloat16_rows_report_their_share_of_the_peak_and_large_dfa_is_skipped(tmp_path):
   step_time = _step_time()
   assert step_time.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
@@ -75,3 +79,13 @@ def test_loop_speed_quick_run_reports_both_rates_and_their_ratio(tmp_path):
   assert json.loads((tmp_path / "loop_speed.json").read_text()) == record
   assert all(v > 0 and math.isfinite(v) for v in record["loop_examples_per_second"] + record["scan_examples_per_second"])
   assert record["ratio"][0] == record["loop_examples_per_second"][0] / record["scan_examples_per_second"][0]
+
+
+def test_seeds_speed_quick_run_times_one_and_many_seeds(tmp_path):
+  spec = importlib.util.spec_from_file_location("seeds_speed", _PATH.parent / "seeds_speed.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  record = module.main(["--out", str(tmp_path), "--quick"])
+  assert json.loads((tmp_path / "seeds_speed.json").read_text()) == record
+  assert len(record["eval_top1_seeds"]) == record["seeds"] == 4
+  assert record["ratio"][0] == record["many_seeds_seconds"][0] / record["single_seed_seconds"][0]

@@ -19,7 +19,7 @@ CONFIGS = sorted(
 )
 # Compiling a ResNet step takes 10-40 s on two cores: the default run keeps one
 # config per family and rule kind; `-m slow` runs them all.
-FAST = {"digits_mlp", "mnist1d_mlp", "resnet20_brsf", "resnet18_wm"}
+FAST = {"digits_mlp", "mnist1d_mlp", "resnet20_brsf"}
 PARAMS = [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in CONFIGS]
 # Sizes only: the rule, model, optimizer and schedule stay the config's own.
 TINY_IMAGE = {"imagenet2012": (32, 32, 3), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "mnist1d": (40, 1)}

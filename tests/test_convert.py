@@ -188,6 +188,7 @@ def _token_task():
   return x, jnp.argmax(jnp.sum(x, axis=1), axis=-1)
 
 
+@pytest.mark.slow
 def test_kp_aligns_every_layer_of_a_flax_transformer_block():
   x, labels = _token_task()
   model = convert.convert(Block(), "kp")

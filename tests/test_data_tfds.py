@@ -2,6 +2,7 @@
 
 import itertools
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -55,8 +56,11 @@ def test_batches_have_the_right_shape_dtype_and_range(mock_tfds, name, hosts):
     low, high = _bounds(name)
     for batch in (next(ds.train_batches()), next(ds.eval_batches())):
       assert batch["image"].shape == (BATCH // hosts, *SHAPES[name])
-      assert batch["image"].dtype == np.float32 and batch["label"].dtype == np.int32
-      assert np.all(batch["image"] >= low - 1e-5) and np.all(batch["image"] <= high + 1e-5)
+      # Pixels leave the host as uint8 and are normalised on the device.
+      assert batch["image"].dtype == np.uint8 and batch["label"].dtype == np.int32
+      image = np.asarray(jax.jit(ds.prepare)(batch)["image"])
+      assert image.dtype == np.float32 and image.shape == batch["image"].shape
+      assert np.all(image >= low - 1e-5) and np.all(image <= high + 1e-5)
       assert np.all((batch["label"] >= 0) & (batch["label"] < CLASSES[name]))
 
 
@@ -66,7 +70,7 @@ def test_eval_images_are_the_normalised_source_images(mock_tfds, name):
   ds = data.get_dataset(_config(name))
   source = tfds.data_source(name, split="test", data_dir="/tmp/wtfree-mock", download=False)
   recipe = tfds_sets.RECIPES[name]
-  batch = next(ds.eval_batches())
+  batch = jax.jit(ds.prepare)(next(ds.eval_batches()))
   for i in range(BATCH):
     want = (source[i]["image"] / 255.0 - np.asarray(recipe.mean)) / np.asarray(recipe.std)
     np.testing.assert_allclose(batch["image"][i], want, rtol=1e-5, atol=1e-5)
@@ -134,3 +138,36 @@ def test_an_unprepared_set_fails_at_start_with_the_command_that_prepares_it(tmp_
   assert str(tmp_path) in message
   if name == "imagenet2012":
     assert "manual" in message and "ILSVRC2012_img_train.tar" in message
+
+
+def test_flattened_rgb_images_are_normalised_per_channel(mock_tfds):
+  del mock_tfds
+  flat = data.get_dataset(_config("cifar10", flatten=True))
+  images = data.get_dataset(_config("cifar10"))
+  a = np.asarray(jax.jit(flat.prepare)(next(flat.eval_batches()))["image"])
+  b = np.asarray(jax.jit(images.prepare)(next(images.eval_batches()))["image"])
+  np.testing.assert_allclose(a, b.reshape(len(b), -1), rtol=1e-6, atol=1e-6)
+
+
+def test_the_loop_trains_seeds_on_a_host_fed_set(mock_tfds, tmp_path):
+  """Host-fed batches (uint8 to the device, read ahead) train every replica as its own single-seed run."""
+  del mock_tfds
+  from wtfree import defaults
+  from wtfree import train
+
+  def config(**fields):
+    c = defaults.get_config()
+    c.update(dict(dataset="mnist", data_dir="/tmp/wtfree-mock", flatten=True, batch_size=8, eval_batch_size=8,
+                  num_steps=6, log_every_steps=3, eval_every_steps=6, checkpoint_every_steps=6,
+                  tensorboard=False, angles=False, **fields))
+    c.model_options.widths = (16,)
+    return c
+
+  both = train.train_and_evaluate(config(num_seeds=2), str(tmp_path / "both"))
+  alone = train.train_and_evaluate(config(seed=1), str(tmp_path / "alone"))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b), rtol=2e-5, atol=2e-6),
+               jax.device_get(both.params), jax.device_get(alone.params))
+  import json
+
+  last = [json.loads(line) for line in open(tmp_path / "both" / "metrics.jsonl")][-1]
+  assert last["split"] == "eval" and len(last["eval/top1/seeds"]) == 2

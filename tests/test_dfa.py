@@ -137,7 +137,7 @@ def test_delta_angles_start_near_90_and_every_layer_reports_a_weight_ratio():
   assert all(0.0 < result[k] < 10.0 for k in result if k.startswith("ratio/"))
 
 
-@pytest.mark.parametrize("model", ["lenet", "resnet_tiny"])
+@pytest.mark.parametrize("model", ["lenet", pytest.param("resnet_tiny", marks=pytest.mark.slow)])
 def test_conv_nets_with_batch_norm_and_batch_manhattan_learn_under_dfa(model):
   config = digits_mlp.get_config()
   config.flatten = False
@@ -152,6 +152,7 @@ def test_conv_nets_with_batch_norm_and_batch_manhattan_learn_under_dfa(model):
   assert all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_main_trains_digits_under_dfa(tmp_path):
   command = [sys.executable, "-m", "wtfree.main", "--config=configs/digits_mlp.py", f"--workdir={tmp_path}"]
   subprocess.run([*command, "--config.rule=dfa"], cwd=ROOT, check=True, capture_output=True)

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 
 from wtfree.experiments import akrout_angles
 from wtfree.experiments import liao_sign
@@ -23,17 +24,18 @@ def test_lillicrap_linear_fa_learns_like_bp_and_aligns(tmp_path):
   assert {"setup", "steps", "test_error", "fa_delta_angle", "summary"} <= set(record)
   s = record["summary"]
   end, start = s["final_error_mean"], s["initial_error_mean"]
-  assert set(end) == {"bp", "fa", "shallow", "node_perturbation"}
+  assert set(end) == {"bp", "fa", "shallow", "np"}
   # fa's error falls like bp's: far below the start, and no worse than 3x bp's.
   assert end["fa"] < 0.05 * start["fa"] and end["bp"] < 0.05 * start["bp"], end
   assert end["fa"] < 3 * end["bp"], end
   # Shallow learning and node perturbation lag far behind.
-  assert end["shallow"] > 10 * end["fa"] and end["node_perturbation"] > 10 * end["fa"], end
+  assert end["shallow"] > 10 * end["fa"] and end["np"] > 10 * end["fa"], end
   # The hidden error signal starts orthogonal to bp's and aligns.
   assert s["fa_delta_angle_start_mean"] > 70, s
   assert s["fa_delta_angle_end_mean"] < 60, s
 
 
+@pytest.mark.slow
 def test_liao_sign_concordance_and_bn_bm_matter(tmp_path):
   liao_sign.run(str(tmp_path), quick=True)
   record = _written(tmp_path, "liao_sign")
@@ -47,6 +49,7 @@ def test_liao_sign_concordance_and_bn_bm_matter(tmp_path):
     assert errors[rule]["BN+BM"] < 25, errors
 
 
+@pytest.mark.slow
 def test_akrout_angles_kp_and_wm_align_fa_does_not(tmp_path):
   akrout_angles.run(str(tmp_path), quick=True)
   record = _written(tmp_path, "akrout_angles")
@@ -63,6 +66,7 @@ def test_akrout_angles_kp_and_wm_align_fa_does_not(tmp_path):
   assert mean(weight["fa"]) > 45 and mean(delta["fa"]) > 45, (weight["fa"], delta["fa"])
 
 
+@pytest.mark.slow
 def test_lillicrap_mnist_fa_and_sparse_fa_beat_shallow(tmp_path):
   lillicrap_mnist.run(str(tmp_path), quick=True)
   record = _written(tmp_path, "lillicrap_mnist")

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from wtfree import data
@@ -53,6 +54,7 @@ def test_one_pass_changes_only_feedback():
   assert all(jax.tree.leaves(changed))
 
 
+@pytest.mark.slow
 def test_mirror_warm_up_aligns_every_layer_on_an_eight_device_mesh():
   mesh = sharding.make_mesh(jax.devices()[:8])
   model, variables = _setup()

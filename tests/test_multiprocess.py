@@ -181,6 +181,7 @@ def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):
     main._distributed_args()
 
 
+@pytest.mark.slow
 def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
   """A pod's hosts get SIGTERM at different times, or only some: all must save the same step."""
   address = f"127.0.0.1:{_free_port()}"

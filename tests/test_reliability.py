@@ -62,21 +62,26 @@ def _wait_for_checkpoint(workdir, at_least, process, timeout=120):
 def _assert_same_state(a, b):
   import jax
 
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a["params"], b["params"])
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a["opt_state"], b["opt_state"])
+  assert np.shape(a["params"]["head"]["kernel"])[0] == 4  # all four replicas
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+# The kill and resume tests run four seeds as one program: the replica axis is checkpointed too.
+SEEDS = "--config.num_seeds=4"
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("straight")
-  result = _run(workdir, "--config.num_steps=120")
+  result = _run(workdir, "--config.num_steps=120", SEEDS)
   assert result.returncode == 0, result.stderr[-3000:]
   return _final(workdir)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+                         ids=["sigkill", "sigterm"])
 def test_killed_run_resumes_to_the_uninterrupted_parameters(sig, uninterrupted, tmp_path):
-  process = subprocess.Popen(_command(tmp_path, "--config.num_steps=120"), cwd=ROOT, env=_env(),
+  process = subprocess.Popen(_command(tmp_path, "--config.num_steps=120", SEEDS), cwd=ROOT, env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   _wait_for_checkpoint(tmp_path, 10, process)
   process.send_signal(sig)
@@ -88,7 +93,7 @@ def test_killed_run_resumes_to_the_uninterrupted_parameters(sig, uninterrupted, 
     assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == int(match.group(1))
   else:
     assert process.returncode == -signal.SIGKILL
-  result = _run(tmp_path, "--config.num_steps=120")
+  result = _run(tmp_path, "--config.num_steps=120", SEEDS)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Resumed from the checkpoint" in result.stderr
   step, state = _final(tmp_path)
@@ -96,14 +101,15 @@ def test_killed_run_resumes_to_the_uninterrupted_parameters(sig, uninterrupted, 
   _assert_same_state(state, uninterrupted[1])
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_is_skipped(uninterrupted, tmp_path):
-  result = _run(tmp_path, "--config.num_steps=20")
+  result = _run(tmp_path, "--config.num_steps=20", SEEDS)
   assert result.returncode == 0, result.stderr[-3000:]
   latest = tmp_path / "checkpoints" / "20"
   for path in latest.rglob("*"):
     if path.is_file() and path.stat().st_size > 0:
       path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-  result = _run(tmp_path, "--config.num_steps=120")
+  result = _run(tmp_path, "--config.num_steps=120", SEEDS)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "cannot be read" in result.stderr
   assert "Resumed from the checkpoint at step 15" in result.stderr
@@ -113,9 +119,12 @@ def test_truncated_latest_checkpoint_is_skipped(uninterrupted, tmp_path):
 
 
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  result = _run(tmp_path, "--config.num_steps=200", "--config.learning_rate=1e30", "--config.checkpoint_every_steps=1")
+  result = _run(tmp_path, "--config.num_steps=200", "--config.learning_rate=1e30", "--config.checkpoint_every_steps=1",
+                "--config.num_seeds=2")
   assert result.returncode == 1, result.stderr[-3000:]
-  assert "with rule 'fa'" in result.stderr and "last good checkpoint is step" in result.stderr
+  assert re.search(r"at step \d+ with rule 'fa' in replica\(s\) 0 \(seed 0, step \d+\)", result.stderr), \
+      result.stderr[-3000:]
+  assert "last good checkpoint is step" in result.stderr
   assert "Traceback" not in result.stderr
   step, state = _final(tmp_path)
   import jax
@@ -148,6 +157,7 @@ def test_bad_config_exits_2_with_a_message_and_no_traceback(overrides, message, 
   assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_workdir_with_another_config_is_refused(tmp_path):
   assert _run(tmp_path, "--config.num_steps=5").returncode == 0
   result = _run(tmp_path, "--config.num_steps=10", "--config.rule=kp")

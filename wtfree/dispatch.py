@@ -9,12 +9,14 @@ In-memory data sets live on the device and a run of steps is one `lax.scan`
 over the batches' example indices.
 """
 
+import collections
+from collections.abc import Iterator
+import itertools
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = jax.Array
 
@@ -66,10 +68,11 @@ def guarded(step_fn, *, skip_nonfinite: bool):
 
 
 def scan_steps(run, batch_sharding=None):
-  """``(state, guard, images, labels, indices [K, b]) -> (state, guard, metrics [K])`` as one `lax.scan`.
+  """``(state, guard, images, labels, indices) -> (state, guard, metrics)`` as one `lax.scan`.
 
-  Batch k is ``images[indices[k]]``, ``labels[indices[k]]``, gathered on the
-  device from the whole training set.
+  ``indices`` is ``[K, b]`` (metrics ``[K]``) or, for a run of N replicas,
+  ``[K, N, b]`` (metrics ``[K, N]``). Batch k is ``images[indices[k]]``,
+  ``labels[indices[k]]``, gathered on the device from the whole training set.
   """
 
   def scanned(state, guard, images, labels, indices):
@@ -93,8 +96,13 @@ def next_boundary(step: int, total: int, every: tuple[int, ...]) -> int:
   return min(c for c in candidates if c > step)
 
 
-def stack(metrics: list[dict]) -> dict[str, np.ndarray]:
-  """Per-step metrics read from the device at once, as ``{name: [steps]}``."""
-  fetched = jax.device_get(metrics)
-  return {k: np.concatenate([np.atleast_1d(m[k]) for m in fetched]) for k in fetched[0]}
+def ahead(iterator: Iterator, size: int) -> Iterator:
+  """``iterator``'s items, with the next ``size`` of them already taken.
 
+  Taking an item starts its work (a ``jax.device_put`` does not wait for the
+  copy), so the next batches travel to the device while a step runs.
+  """
+  queue = collections.deque(itertools.islice(iterator, size))
+  while queue:
+    yield queue.popleft()
+    queue.extend(itertools.islice(iterator, 1))

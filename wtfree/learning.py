@@ -152,6 +152,15 @@ class Learner:
     return any(r.learns_between_steps for r in self.rules)
 
   @property
+  def gradient_estimator(self):
+    """The rule that estimates the weight gradients by perturbation (``np``), or None for the backward pass."""
+    found = [r for r in self.rules if r.estimates_gradients]
+    if len(found) > 1 or (found and len(self.rules) > 1):
+      raise ValueError(f"rule {found[0].name!r} estimates every layer's gradient; it cannot share a model "
+                       f"with {sorted(r.name for r in self.rules if r is not found[0])}")
+    return found[0] if found else None
+
+  @property
   def zeroes_errors(self) -> bool:
     """Whether some layer's rule sends no error below it (then see `frozen_mask`)."""
     return any(not r.sends_error for r in self.rules)

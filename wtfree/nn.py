@@ -166,6 +166,7 @@ def rule_op(
   values = {n: v.value for n, v in state.items()}
   if module.is_initializing():
     learning.note_rule(rule, _layer_name(module), module.scope.root)
+  kernel = rule.forward(kernel, values)
   if mirror_pass:
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=dtype)
     _between_steps(module, rule, op, inputs, kernel, state, values, mirror_activation)

@@ -1,9 +1,11 @@
 """The train state, the jitted train/eval/mirror steps, and the training loop."""
 
 import functools
+import itertools
 import math
 import time
 from typing import Any
+import warnings
 
 from absl import logging
 from etils import epath
@@ -23,6 +25,7 @@ from wtfree import metrics
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
+from wtfree import replicas
 from wtfree import sharding
 from wtfree import validate
 from wtfree import writers
@@ -55,7 +58,7 @@ class TrainState(flax.struct.PyTreeNode):
     return {"params": self.params, "feedback": self.feedback, "batch_stats": self.batch_stats}
 
   def key(self, stream: int) -> Array:
-    """A key for this step and ``stream`` (0 feedback, 1 mirror, 2 dropout)."""
+    """A key for this step and ``stream`` (0 feedback, 1 mirror, 2 dropout, 3 perturbation noise)."""
     key = jax.random.wrap_key_data(self.rng)
     return jax.random.fold_in(jax.random.fold_in(key, self.step), stream)
 
@@ -93,6 +96,32 @@ def _batch_loss(model, variables, batch: dict, task: str, rngs) -> tuple[Array, 
   return jnp.mean(_loss(task, outputs, batch["label"])), (outputs, updated)
 
 
+def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
+  """For a rule that estimates gradients: ``losses(params, perturbations)`` and zero perturbations.
+
+  ``losses`` gives the per-example loss, the outputs with the updated
+  BatchNorm statistics, and each layer's output in the perturbations' tree.
+  """
+  x, labels = batch["image"], batch["label"]
+  zeros = model.apply(variables, x, train=True, rngs=rngs, mutable=["perturbations", "batch_stats"])[1]["perturbations"]
+
+  def losses(params, perturbations):
+    outputs, updated = model.apply({**variables, "params": params, "perturbations": perturbations}, x, train=True,
+                                   rngs=rngs, mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+    captured = flax.traverse_util.flatten_dict(flax.core.unfreeze(updated.pop("intermediates")))
+    layer_outputs = {}
+    for path in flax.traverse_util.flatten_dict(flax.core.unfreeze(perturbations)):
+      calls = captured.get((*path[:-1], "__call__"), ())
+      if len(calls) != 1:
+        raise ValueError(f"layer {'/'.join(path[:-1])} is called {len(calls)} times in one apply; a rule that "
+                         "estimates gradients by perturbation needs each perturbed layer called once")
+      layer_outputs[path] = calls[0]
+    layer_outputs = flax.traverse_util.unflatten_dict(layer_outputs)
+    return _loss(task, outputs, labels), ((outputs, updated), layer_outputs)
+
+  return losses, zeros
+
+
 def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None) -> learning.Learner:
   """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` float inputs."""
   example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
@@ -101,8 +130,14 @@ def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: in
                           input_sharding=input_sharding, train=False)
 
 
-def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None) -> TrainState:
-  """Initialises the state shape-first, replicated over ``mesh``, through ``learner.init``."""
+def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None,
+                       num_seeds: int = 1) -> TrainState:
+  """Initialises the state shape-first on ``mesh``, through ``learner.init``.
+
+  With ``num_seeds > 1`` every leaf has a leading replica axis: replica s is
+  the state a single-seed run of ``seed + s`` starts from, and the replicas
+  are split over the mesh's replica axis (`wtfree.replicas`).
+  """
   learner = learner or make_learner(model, input_shape)
 
   def init(rng):
@@ -118,10 +153,13 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
         rng=jax.random.key_data(rng),
     )
 
-  rng = jax.random.key(seed)
+  if num_seeds == 1:
+    rng, place = jax.random.key(seed), sharding.replicated(mesh)
+  else:
+    rng, place = jax.vmap(jax.random.key)(seed + jnp.arange(num_seeds)), sharding.replica_sharding(mesh)
+    init = replicas.per_replica(init, num_seeds)
   abstract = jax.eval_shape(init, rng)
-  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  return jax.jit(init, out_shardings=shardings)(rng)
+  return jax.jit(init, out_shardings=jax.tree.map(lambda _: place, abstract))(rng)
 
 
 def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed: int):
@@ -158,6 +196,9 @@ def train_step(
 ) -> tuple[TrainState, dict]:
   """Forward, the rule's backward, the optimizer update, then the rule's between-steps learning.
 
+  A rule that estimates its gradients by perturbation (``np``) gives them in
+  place of the backward pass (`feedback.Rule.estimate_gradients`).
+
   ``learner.update`` runs after the update (kp's decay of B - W at
   ``weight_decay_rate(step)``, wm's mirror passes), as in any user's loop.
 
@@ -168,11 +209,17 @@ def train_step(
   state as it was, but for the step count.
   """
 
-  def loss_fn(params):
-    rngs = {"feedback": state.key(0), "dropout": state.key(2)}
-    return _batch_loss(model, {**state.variables(), "params": params}, batch, task, rngs)
-
-  (loss, (outputs, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  rngs = {"feedback": state.key(0), "dropout": state.key(2)}
+  if learner is None and feedback.get_rule(getattr(model, "rule", "bp")).estimates_gradients:
+    raise ValueError(f"rule {model.rule!r} estimates gradients by perturbation: pass train_step a learner "
+                     "(train.make_learner(model, input_shape)), without which it would train as shallow")
+  estimator = None if learner is None else learner.gradient_estimator
+  if estimator is None:
+    loss_fn = lambda params: _batch_loss(model, {**state.variables(), "params": params}, batch, task, rngs)
+    (loss, (outputs, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  else:
+    losses, zeros = _perturbed_losses(model, state.variables(), batch, task, rngs)
+    loss, grads, (outputs, updated) = estimator.estimate_gradients(losses, state.params, zeros, state.key(3))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(
@@ -256,16 +303,30 @@ def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
 
 def _nonfinite_layers(finite_grads) -> list[str]:
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(finite_grads))
-  layers = ["/".join(path[:-1]) for path, ok in flat.items() if not bool(ok)]
+  layers = ["/".join(path[:-1]) for path, ok in flat.items() if not bool(np.all(ok))]
   return list(dict.fromkeys(layers))
 
 
-def _divergence_message(config, step: int, step_metrics: dict, last_good, workdir: str) -> str:
-  layers = _nonfinite_layers(step_metrics["finite_grads"])
+def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) -> str:
+  """Names the step, the rule, the layers and, in a run of several seeds, the replicas that diverged."""
+  ok = np.atleast_1d(np.asarray(guard.ok))
+  bad = np.flatnonzero(~ok)
+  steps, losses = np.atleast_1d(np.asarray(guard.step))[bad], np.atleast_1d(np.asarray(guard.loss))[bad]
+  finite_grads = guard.finite_grads
+  if ok.size > 1:
+    finite_grads = jax.tree.map(lambda f: np.asarray(f)[bad], finite_grads)
+  layers = _nonfinite_layers(finite_grads)
   where = f"; non-finite gradients in {', '.join(layers)}" if layers else ""
+  first = int(np.argmin(steps))
+  if ok.size > 1:
+    seeds = replicas.seeds(config)
+    named = ", ".join(f"{i} (seed {seeds[i]}, step {int(t)})" for i, t in zip(bad, steps))
+    what = f"at step {int(steps[first])} with rule {config.rule!r} in replica(s) {named} of {ok.size}"
+  else:
+    what = f"at step {int(steps[first])} with rule {config.rule!r}"
   kept = f"the last good checkpoint is step {last_good} in {workdir}" if last_good else "no checkpoint was saved yet"
   return (
-      f"loss is {float(step_metrics['loss'])} at step {step} with rule {config.rule!r}{where}; {kept}. "
+      f"loss is {float(losses[first])} {what}{where}; {kept}. "
       "Lower the learning rate, add BatchNorm (--config.model_options.batch_norm=True), "
       "Batch Manhattan (--config.batch_manhattan=True), or skip such steps "
       "(--config.skip_nonfinite=True)."
@@ -289,12 +350,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   run as one scan between boundaries, at the end of that run of steps) and
   raises `preemption.Preempted`.
 
+  With ``config.num_seeds = N > 1`` the run trains N replicas in one program
+  (`wtfree.replicas`): replica s is the run of seed ``config.seed + s``, every
+  metric is logged as the mean over replicas with ``<key>/std`` and
+  ``<key>/seeds``, and checkpoints hold all of them.
+
   Args:
-    config: the run's hyperparameters (see ``configs/default.py``).
+    config: the run's hyperparameters (see `wtfree.defaults`).
     workdir: where checkpoints and metrics go (local path or ``gs://``).
 
   Returns:
-    The final train state.
+    The final train state (with a leading replica axis when ``num_seeds > 1``).
 
   Raises:
     ValueError: for a config that cannot run, before anything is compiled.
@@ -303,8 +369,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """
   validate.check_config(config)
   validate.check_workdir(config, workdir)
-  mesh = sharding.make_mesh()
+  n = replicas.count(config)
+  mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
   ds = data.get_dataset(config)
+  views = replicas.datasets(ds, config)
   model = models.create(config, ds.num_classes, ds.input_shape)
   steps_per_epoch = max(1, ds.num_train // config.batch_size)
   total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
@@ -313,12 +381,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mirror_steps = optim.mirror_steps(config, steps_per_epoch)
   frozen = None
   if learner.zeroes_errors:
-    frozen = frozen_params(model, learner, sharding.global_batch(next(ds.train_batches(start_step=0)), mesh),
-                           ds.task, config.seed)
+    first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
+    frozen = frozen_params(model, learner, first, ds.task, config.seed)
   tx = optim.make(config, steps_per_epoch, frozen)
   weight_decay_rate = optim.weight_decay_rate(config, steps_per_epoch)
 
-  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
+  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner, num_seeds=n)
   ckpt = checkpoint.Checkpointer(
       workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
   )
@@ -330,29 +398,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
 
   skip = bool(config.get("skip_nonfinite", False))
-  step_fn = dispatch.guarded(
+  guarded_step = replicas.per_replica(dispatch.guarded(
       functools.partial(train_step, model=model, tx=tx, task=ds.task, learner=learner,
                         weight_decay_rate=weight_decay_rate, skip_nonfinite=skip),
       skip_nonfinite=skip,
-  )
+  ), n)
+  # Batches reach the device as read (uint8 pixels for TFDS sets) and are made ready there.
+  step_fn = lambda state, guard, batch: guarded_step(state, guard, ds.prepare(batch))
+  on_prepared = lambda fn: (lambda state, batch: fn(state, ds.prepare(batch)))
+  batch_place = sharding.batch_sharding(mesh) if n == 1 else sharding.replica_batch_sharding(mesh)
   jit_train = jax.jit(step_fn, donate_argnums=(0, 1))
-  jit_mirror = jax.jit(functools.partial(mirror_only_step, learner=learner), donate_argnums=0)
-  fresh_guard = jax.jit(dispatch.Guard.fresh)
-  jit_eval = jax.jit(functools.partial(eval_step, model=model, task=ds.task))
-  jit_align = jax.jit(functools.partial(alignment_step, model=model, task=ds.task))
+  jit_mirror = jax.jit(replicas.per_replica(functools.partial(mirror_only_step, learner=learner), n),
+                       donate_argnums=0)
+  fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
+  jit_eval = jax.jit(on_prepared(
+      replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
+  jit_align = jax.jit(on_prepared(
+      replicas.per_replica(functools.partial(alignment_step, model=model, task=ds.task), n)))
   # In-memory sets on one host: on the device whole, and a run of steps is one scan.
   on_device = ds.arrays if jax.process_count() == 1 else None
   if on_device is not None:
     images, labels = (jax.device_put(a, sharding.replicated(mesh)) for a in on_device["train"])
-    jit_scan = jax.jit(dispatch.scan_steps(step_fn, sharding.batch_sharding(mesh)), donate_argnums=(0, 1))
+    jit_scan = jax.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=(0, 1))
+
+  def indices(step, steps):
+    """``[steps, b]``, or ``[steps, N, b]`` for N replicas: the examples of each step's batches."""
+    if n == 1:
+      return ds.train_indices(step, steps)
+    return np.stack([view.train_indices(step, steps) for view in views], axis=1)
+
+  def gathered(rows):
+    return {"image": on_device["train"][0][rows], "label": on_device["train"][1][rows]}
+
+  def host_batch(iterators):
+    if n == 1:
+      return sharding.global_batch(next(iterators[0]), mesh)
+    local = [next(it) for it in iterators]
+    return sharding.global_batch({k: np.stack([b[k] for b in local]) for k in local[0]}, mesh, replicas=True)
 
   def evaluate(step):
     sums = None
     for local in ds.eval_batches():
       batch_sums = jax.device_get(jit_eval(state, sharding.global_batch(local, mesh)))
       sums = batch_sums if sums is None else jax.tree.map(np.add, sums, batch_sums)
-    count = max(float(sums.pop("count")), 1.0)
-    results = {f"eval/{k}": float(v) / count for k, v in sums.items()}
+    count = np.maximum(np.asarray(sums.pop("count"), np.float64), 1.0)
+    results = replicas.summarise({f"eval/{k}": np.asarray(v) / count for k, v in sums.items()}, n)
     writer.write(step, "eval", results)
     logging.info("step %d eval %s", step, _fmt(results))
 
@@ -361,32 +451,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     force = force or (minutes > 0 and time.time() - save.last > 60 * minutes)
     if not force and step % config.checkpoint_every_steps:
       return  # Not a checkpoint step: spare orbax's own check, a few ms at every boundary.
-    if ckpt.save(step, state, {"data_position": step, "rule": config.rule}, force=force):
+    if ckpt.save(step, state, {"data_position": step, "rule": config.rule, "num_seeds": n}, force=force):
       save.last = time.time()
 
   def train_run(state, guard, step, end):
-    """Steps ``step .. end - 1`` dispatched without reading anything back; a getter of the last batch, for angles.
+    """Steps ``step .. end - 1`` dispatched without reading anything back.
 
-    A host-fed run stops early after the step during which SIGTERM came: ``len(runs)`` steps ran.
+    Returns the state, the guard, the steps' metrics (``[steps]`` or
+    ``[steps, N]`` on the device), the number of steps taken and a getter of
+    the last batch, for angles. A host-fed run stops early after the step
+    during which SIGTERM came.
     """
     if on_device is not None:
-      indices = ds.train_indices(step, end - step)
-      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(indices))
-      last = lambda: sharding.global_batch(
-          {"image": on_device["train"][0][indices[-1]], "label": on_device["train"][1][indices[-1]]}, mesh)
-      return state, guard, [metrics], last
+      rows = indices(step, end - step)
+      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(rows))
+      return state, guard, metrics, end - step, lambda: jax.device_put(gathered(rows[-1]), batch_place)
     runs = []
     for _ in range(step, end):
-      batch = sharding.global_batch(next(batches), mesh)
+      batch = next(device_batches)
       state, guard, metrics = jit_train(state, guard, batch)
       runs.append(metrics)
       if stop.requested:  # SIGTERM: stop at this step, not at the next boundary.
         break
-    return state, guard, runs, lambda: batch
+    return state, guard, jax.tree.map(lambda *m: jnp.stack(m), *runs), len(runs), lambda: batch
 
   save.last = time.time()
-  start = int(state.step)
-  batches = None if on_device is not None else ds.train_batches(start_step=max(start, mirror_steps))
+  start = int(np.ravel(state.step)[0])
+  device_batches = None
+  if on_device is None:
+    iterators = [view.train_batches(start_step=max(start, mirror_steps)) for view in views]
+    # The next batches are sent while the current step runs (device_put does not wait).
+    device_batches = dispatch.ahead((host_batch(iterators) for _ in itertools.count()),
+                                    max(1, int(config.get("prefetch", 2))))
   history: dict[str, list] = {}
   skipped = 0
   last_batch = None
@@ -400,10 +496,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   def flush():
     for done, summary, angles, eta in pending:
       if angles is not None:
-        summary.update(jax.device_get(angles))
+        summary.update(replicas.summarise(jax.device_get(angles), n))
       writer.write(done, "train", summary)
-      logging.info("step %d/%d %s eta %.0fs", done, total_steps, _fmt(summary, skip=("angle/", "ratio/")), eta)
+      logging.info("step %d/%d %s eta %.0fs", done, total_steps,
+                   _fmt(summary, skip=("angle/", "ratio/", "rule/")), eta)
     pending.clear()
+
+  if start == 0 and config.get("eval_at_start", False):
+    if config.get("angles", True):
+      if on_device is not None:
+        batch = jax.device_put(gathered(indices(0, 1)[0]), batch_place)
+      else:
+        batch = next(device_batches)
+        device_batches = itertools.chain([batch], device_batches)
+      pending.append((0, {}, jit_align(state, batch), 0.0))
+      flush()
+    evaluate(0)
 
   with preemption.StopOnSigterm() as stop:
     while step < total_steps:
@@ -417,26 +525,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         done = taken_step
         flush()
       else:
-        state, guard, runs, last_batch = train_run(state, fresh_guard(state.params), step, done)
-        done = step + (len(runs) if on_device is None else done - step)
+        state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params), step, done)
+        done = step + taken_steps
         flush()
-        guard, taken = jax.device_get(guard), dispatch.stack(runs)
-        if not guard.ok:
+        guard, taken = jax.device_get((guard, metrics))
+        if not np.all(guard.ok):
           ckpt.wait()
-          bad = {"loss": guard.loss, "finite_grads": guard.finite_grads}
-          raise DivergenceError(_divergence_message(config, int(guard.step), bad, ckpt.latest_step(), workdir))
-        finite = taken.pop("finite").astype(bool)
+          raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
+        finite = np.asarray(taken.pop("finite"), bool)
         if skip and not finite.all():
           skipped += int((~finite).sum())
           logging.warning("steps %d-%d: %d with non-finite loss or gradients skipped", step + 1, done,
                           int((~finite).sum()))
         for k, v in taken.items():
-          history.setdefault(k, []).extend(v[finite].tolist())
+          history.setdefault(k, []).append(np.where(finite, np.asarray(v, np.float64), np.nan))
       step = done
       if done % config.log_every_steps == 0 or done == total_steps:
         elapsed = time.time() - tick
-        summary = {"train/examples_per_second": (done - tick_step) * config.batch_size / max(elapsed, 1e-9)}
-        summary.update({f"train/{k}": float(np.mean(v)) for k, v in history.items() if v})
+        summary = {"train/examples_per_second": (done - tick_step) * config.batch_size * n / max(elapsed, 1e-9)}
+        with warnings.catch_warnings():  # A window whose every step was skipped logs NaN.
+          warnings.simplefilter("ignore", RuntimeWarning)
+          means = {f"train/{k}": np.nanmean(np.concatenate(v), axis=0) for k, v in history.items()}
+        summary.update(replicas.summarise(means, n))
         if skipped:
           summary["train/skipped_steps"] = skipped
         angles = None
@@ -465,4 +575,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def _fmt(values: dict, skip: tuple[str, ...] = ()) -> str:
-  return " ".join(f"{k}={v:.4g}" for k, v in values.items() if not k.startswith(skip))
+  return " ".join(f"{k}={v:.4g}" for k, v in values.items()
+                  if not k.startswith(skip) and not isinstance(v, list))

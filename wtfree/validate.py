@@ -15,19 +15,25 @@ from wtfree import optim
 _IDENTITY_FIELDS = (
     "dataset", "model", "model_options", "rule", "rule_options", "last_layer_bp",
     "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
-    "batch_manhattan", "schedule", "batch_size", "seed", "weight_decay_on",
+    "batch_manhattan", "schedule", "batch_size", "seed", "weight_decay_on", "num_seeds",
 )
+
+
+# Identity fields that older workdirs' config.json lacks, with the value those runs had.
+_ADDED_LATER = {"num_seeds": 1}
 
 
 def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
   """Raises ValueError naming the problem and the fix for a config that cannot run.
 
   Checks: the rule, its options, model, optimizer, schedule and data set
-  exist; the global batch sizes divide over devices and hosts; Batch
+  exist; ``num_seeds`` is a positive integer; the global batch sizes divide
+  over each replica's devices and over the hosts; Batch
   Manhattan is not paired with Adam; and the rule's own checks
   (`wtfree.feedback.Rule.check_config`), whose warnings are logged.
   """
   from wtfree import data  # Imported here: loading it pulls in tfds.
+  from wtfree import sharding
 
   rule = models.rule_from_config(config)
   if config.model not in models.names():
@@ -36,6 +42,11 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   optim.check_names(config)
   devices = jax.device_count() if device_count is None else device_count
   hosts = jax.process_count() if process_count is None else process_count
+  num_seeds = config.get("num_seeds", 1)
+  if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+    raise ValueError(f"num_seeds {num_seeds!r} is not a positive integer: use e.g. --config.num_seeds=4")
+  # Replicas split the devices into groups; each replica's batch divides over its group.
+  devices //= sharding.replica_groups(num_seeds, devices, hosts)
   fields = ["batch_size", "eval_batch_size"] + (["mirror_batch_size"] if rule.mirrored else [])
   for field in fields:
     size = config.get(field, None)
@@ -66,7 +77,7 @@ def check_workdir(config, workdir: str) -> None:
   previous = json.loads(saved.read_text())
   current = json.loads(config.to_json_best_effort())
   for field in _IDENTITY_FIELDS:
-    if previous.get(field) != current.get(field):
+    if previous.get(field, _ADDED_LATER.get(field)) != current.get(field):
       raise ValueError(
           f"workdir {workdir} holds a run with {field}={previous.get(field)!r}, this config has "
           f"{field}={current.get(field)!r}: use a new --workdir, or --config.resume_anyway=True "

@@ -11,8 +11,9 @@ class MetricWriter:
   """Writes ``WORKDIR/metrics.jsonl`` and TensorBoard events.
 
   Every call to `write` is one JSON object ``{"step", "split", <metric>: ...}``
-  and one scalar per metric in TensorBoard. On processes other than 0 it
-  writes nothing.
+  and one scalar per metric in TensorBoard. A metric may be a list (the
+  per-seed values of a run of several seeds): it goes to the JSON line only.
+  On processes other than 0 it writes nothing.
   """
 
   def __init__(self, workdir: str, *, tensorboard: bool = True):
@@ -31,15 +32,17 @@ class MetricWriter:
       self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, scalars: dict) -> None:
-    """Writes one log event of scalar metrics."""
+    """Writes one log event of scalar (or list-of-scalar) metrics."""
     if not self._active:
       return
-    values = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    values = {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(np.asarray(v))
+              for k, v in scalars.items()}
     self._jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
     self._jsonl.flush()
     if self._tb is not None:
       for name, value in values.items():
-        self._tb.add_scalar(name, value, int(step))
+        if not isinstance(value, list):
+          self._tb.add_scalar(name, value, int(step))
       self._tb.flush()
 
   def close(self) -> None:

@@ -4,6 +4,7 @@
     >>> ds = data.get_dataset(config)        # config.dataset = 'cifar10', 'digits', ...
     >>> batch = next(ds.train_batches(start_step=0))
     >>> batch['image'].shape                 # (batch_size // process_count, *ds.input_shape)
+    >>> batch = ds.prepare(batch)            # on the device: TFDS sets' uint8 pixels normalised
 
 Names: the TFDS sets imagenet2012, cifar10, cifar100, mnist, fashion_mnist,
 svhn_cropped and stl10 (prepared with ``tfds build NAME

@@ -15,6 +15,7 @@ import math
 from absl import flags
 from absl import logging
 import grain
+import jax.numpy as jnp
 import numpy as np
 
 from wtfree.data.source import ArraySource, Source, Splits
@@ -98,7 +99,8 @@ class _EvalStep:
 
 
 def _finish(batch: dict[str, np.ndarray], flatten: bool) -> dict[str, np.ndarray]:
-  image = np.asarray(batch["image"], np.float32)
+  image = np.asarray(batch["image"])
+  image = image if image.dtype == np.uint8 else image.astype(np.float32)  # uint8 pixels: normalised on device
   if flatten:
     image = image.reshape(len(image), -1)
   label = np.asarray(batch["label"])
@@ -168,11 +170,29 @@ class Dataset:
   def _in_memory(self) -> bool:
     return isinstance(self.splits.train, ArraySource) and isinstance(self.splits.test, ArraySource)
 
+  def prepare(self, batch: dict) -> dict:
+    """The batch as the model takes it: uint8 pixels normalised (jit-able; run it on the device).
+
+    Sets without `Splits.pixel_stats` are read ready to use and pass through
+    (uint8 images from such a source become float32 as they are).
+    """
+    if self.splits.pixel_stats is None:
+      if jnp.asarray(batch["image"]).dtype == jnp.uint8:  # A source's own uint8 images, as numbers.
+        return {**batch, "image": jnp.asarray(batch["image"], jnp.float32)}
+      return batch
+    mean, std = (jnp.asarray(s, jnp.float32) for s in self.splits.pixel_stats)
+    image = jnp.asarray(batch["image"], jnp.float32)
+    # A flattened HWC image has the channel as its fastest axis: repeat the statistics along it.
+    reps = image.shape[-1] // mean.shape[0]
+    image = (image / 255.0 - jnp.tile(mean, reps)) / jnp.tile(std, reps)
+    return {**batch, "image": image}
+
   def train_batches(self, start_step: int = 0):
     """This host's part of global batch ``start_step``, then of the next, forever.
 
     Returns:
-      An iterator of ``{'image': float32 [b, *input_shape], 'label': [b, ...]}``
+      An iterator of ``{'image': [b, *input_shape], 'label': [b, ...]}``
+      (images float32, or uint8 for `prepare` to normalise)
       with ``b = batch_size // process_count``; labels are int32 for
       classification, float32 ``[b, num_classes]`` for regression.
     """

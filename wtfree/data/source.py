@@ -9,8 +9,9 @@ import numpy as np
 class Source(Protocol):
   """A random-access split that reads whole batches.
 
-  ``read(indices, keys)`` returns ``{'image': float32 [n, ...], 'label': [n, ...]}``
-  for the examples at ``indices``; ``keys`` is an int array ``[n, 3]`` of
+  ``read(indices, keys)`` returns ``{'image': [n, ...], 'label': [n, ...]}``
+  for the examples at ``indices`` (images float32, or uint8 pixels for a set
+  with `Splits.pixel_stats`, normalised on the device); ``keys`` is an int array ``[n, 3]`` of
   per-example random seeds for augmentation, or None for the eval transform.
   """
 
@@ -43,6 +44,10 @@ class Splits:
     num_classes: classes, or the output dimension of a regression task.
     input_shape: one example's shape.
     task: 'classification' or 'regression'.
+    pixel_stats: ``(mean, std)`` per channel of pixels scaled to [0, 1], for
+      sets whose sources read uint8 images: they travel to the device as
+      uint8 (a quarter of float32's bytes) and are normalised there
+      (`wtfree.data.Dataset.prepare`). None: images are read ready to use.
   """
 
   train: Source
@@ -50,6 +55,7 @@ class Splits:
   num_classes: int
   input_shape: tuple[int, ...]
   task: str = "classification"
+  pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def array_splits(x_train, y_train, x_test, y_test, num_classes: int, task: str = "classification") -> Splits:

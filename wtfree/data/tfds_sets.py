@@ -9,7 +9,8 @@ ImageNet, Inception-style random-resized crop + flip to ``image_size`` for
 training and the centre crop (224 of 256) for eval; CIFAR-10/100 and STL-10,
 zero-pad by 1/8 of the side (4 px at 32) + random crop + flip; SVHN the same
 without the flip (digits are not mirror-symmetric); MNIST and Fashion-MNIST,
-none. Every image is then normalised per channel with the set's mean and std.
+none. Images leave the host as uint8 and are normalised per channel with the
+set's mean and std on the device (`wtfree.data.Dataset.prepare`).
 """
 
 import dataclasses
@@ -75,12 +76,12 @@ class TfdsSource:
     return len(self.data)
 
   def read(self, indices: np.ndarray, keys: np.ndarray | None) -> dict[str, np.ndarray]:
-    mean, std = np.asarray(self.recipe.mean, np.float32), np.asarray(self.recipe.std, np.float32)
+    """uint8 images, transformed; the set's `Splits.pixel_stats` normalise them on the device."""
     images, labels = [], []
     for i, index in enumerate(indices):
       example = self.data[int(index)]
       rng = np.random.default_rng(keys[i].tolist()) if (self.train and keys is not None) else None
-      images.append(preprocess.normalize(self._transform(np.asarray(example["image"]), rng), mean, std))
+      images.append(self._transform(np.asarray(example["image"], np.uint8), rng))
       labels.append(example["label"])
     return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
 
@@ -154,4 +155,5 @@ def tfds_dataset(name: str, config) -> Splits:
       test=TfdsSource(test, recipe, image_size, train=False),
       num_classes=int(features["label"].num_classes),
       input_shape=input_shape,
+      pixel_stats=(recipe.mean, recipe.std),
   )

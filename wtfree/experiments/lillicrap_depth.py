@@ -1,114 +1,91 @@
 """Lillicrap et al. 2016, Fig. 3a: does depth help under feedback alignment?
 
-A 30-20-10-10 tanh teacher (`wtfree.data.synthetic.tanh_teacher`, weights
-times sqrt(2), so N(0, 2/fan_in); tanh hidden layers, linear output, no
-biases; one per seed)
-makes the targets for x ~ N(0, I_30).
+A 30-20-10-10 tanh teacher (`wtfree.data.synthetic.tanh_teacher(0)` with its
+weights times sqrt(2), so N(0, 2/fan_in); tanh hidden layers, linear
+output, no biases) makes the targets of the data set this module registers,
+'lillicrap_depth_teacher': 100,000 training and 1,000 test pairs, x ~ N(0, I_30).
 Students 30-20-10 and 30-20-10-10 (tanh hidden, linear output, biases) learn
 it with bp and with fa (B drawn like W, fan-in scaled), squared error, plain
-SGD on fresh minibatches; test error is the normalised squared error on a
-fixed test set. The deeper student should end lower under both rules;
-Welch's t-test over seeds gives the p-value (the paper: p = 3e-12 for bp,
-9e-13 for fa, n = 20).
+SGD, batch 20; test error is the normalised squared error on the test pairs.
+The deeper student should end lower under both rules; Welch's t-test over
+seeds gives the p-value (the paper: p = 3e-12 for bp, 9e-13 for fa, n = 20).
+Each student's seeds train as one run of ``num_seeds`` replicas.
 
     python -m wtfree.experiments.lillicrap_depth --out docs/figures
 """
 
-import functools
-
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from scipy import stats
 
-from wtfree import models
-from wtfree import train
+from wtfree import data
+from wtfree.data import source
 from wtfree.data import synthetic
 from wtfree.experiments import common
 
 NAME = "lillicrap_depth"
 STUDENTS = {"30-20-10": (20,), "30-20-10-10": (20, 10)}
 RULES = ("bp", "fa")
-# The shared teacher's N(0, 1/fan_in) weights keep its tanh units nearly
-# linear, where a one-hidden-layer student comes within ~15 % of a deeper one
-# under fa; a gain of sqrt(2) (N(0, 2/fan_in)) puts them in their nonlinear range.
+# The teacher's N(0, 1/fan_in) weights keep its tanh units nearly linear,
+# where a one-hidden-layer student comes within ~15 % of a deeper one under
+# fa; a gain of sqrt(2) (N(0, 2/fan_in)) puts them in their nonlinear range.
 GAIN = 2.0**0.5
+DATASET = "lillicrap_depth_teacher"
+NUM_TRAIN = 100_000
+
+
+def _teacher_data(config) -> source.Splits:
+  del config
+  base = synthetic.tanh_teacher(0)
+  teacher = synthetic.Teacher("tanh", tuple(GAIN * w for w in base.weights))
+  x_train, y_train = teacher.sample(1, NUM_TRAIN)
+  x_test, y_test = teacher.sample(2, 1000)
+  return source.array_splits(x_train, y_train, x_test, y_test, num_classes=10, task="regression")
+
+
+data.register(DATASET, _teacher_data)
 
 
 def _setup(quick: bool) -> dict:
   return {
-      "teacher": "wtfree.data.synthetic.tanh_teacher(seed) with every weight times sqrt(2): 30-20-10-10, "
-                 "tanh hidden, linear output, W ~ N(0, 2/fan_in), no biases; one teacher per seed",
+      "teacher": "wtfree.data.synthetic.tanh_teacher(0) with every weight times sqrt(2): 30-20-10-10, "
+                 "tanh hidden, linear output, W ~ N(0, 2/fan_in), no biases; one teacher for every seed",
       "teacher_gain": GAIN,
+      "data": f"{NUM_TRAIN} training pairs (seed 1), 1000 test pairs (seed 2), x ~ N(0, I_30)",
       "students": {k: f"tanh hidden {v}, linear output, lecun-normal W, zero biases" for k, v in STUDENTS.items()},
       "feedback_init": "fa: B lecun normal, like W",
       "loss": "0.5 * squared error, summed over outputs",
-      "optimizer": "SGD, batch 20, fresh x ~ N(0, I) every step",
+      "optimizer": "SGD, batch 20",
       "learning_rate": 0.1 if quick else 0.05,
       "batch_size": 20,
       "steps": 8000 if quick else 30000,
       "eval_every": 500,
-      "test_examples": 1000,
       "seeds": 8 if quick else 20,
       "rules": ["fa"] if quick else list(RULES),
       "error": "normalised squared error sum|y - t|^2 / sum|t - mean t|^2 on the test set",
   }
 
 
-def _teacher(weights):
-  """``wtfree.data.synthetic``'s tanh teacher as a jax function of its weights."""
-  w1, w2, w3 = weights
-  return lambda x: jnp.tanh(jnp.tanh(x @ w1) @ w2) @ w3
-
-
-def _teacher_weights(seeds, gain: float = GAIN) -> tuple:
-  """Each seed's teacher weights times ``gain``, stacked over seeds."""
-  teachers = [synthetic.tanh_teacher(int(s)) for s in seeds]
-  return tuple(gain * jnp.stack([t.weights[i] for t in teachers]) for i in range(3))
-
-
-@functools.partial(jax.jit, static_argnames=("widths", "rule", "steps", "eval_every", "batch_size", "lr"))
-def _run_seed(seed, weights, *, widths, rule, steps, eval_every, batch_size, lr):
-  model = models.get_model("mlp", num_classes=10, widths=widths, activation="tanh", rule=rule)
-  tx = optax.sgd(lr)
-  k_init, k_test, k_data = jax.random.split(jax.random.key(seed), 3)
-  teacher = _teacher(weights)
-  x_test = jax.random.normal(k_test, (1000, 30))
-  y_test = teacher(x_test)
-  variables = model.init({"params": k_init}, jnp.zeros((1, 30)), train=False)
-  state = train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables["params"], feedback=variables.get("feedback", {}),
-      batch_stats={}, opt_state=tx.init(variables["params"]), rng=jax.random.key_data(k_init))
-
-  def test_error(state):
-    pred = model.apply(state.variables(), x_test, train=False)
-    return jnp.sum(jnp.square(pred - y_test)) / jnp.sum(jnp.square(y_test - y_test.mean(0)))
-
-  def step(state, k):
-    x = jax.random.normal(k, (batch_size, 30))
-    state, _ = train.train_step(state, {"image": x, "label": teacher(x)}, model=model, tx=tx, task="regression")
-    return state, None
-
-  def block(state, k):
-    error = test_error(state)
-    state, _ = jax.lax.scan(step, state, jax.random.split(k, eval_every))
-    return state, error
-
-  state, errors = jax.lax.scan(block, state, jax.random.split(k_data, steps // eval_every))
-  return jnp.append(errors, test_error(state))
+def _config(rule: str, widths: tuple[int, ...], setup: dict):
+  return common.config(
+      dataset=DATASET, model="mlp", rule=rule, model_options={"widths": widths, "activation": "tanh"},
+      optimizer="sgd", momentum=0.0, learning_rate=setup["learning_rate"], batch_size=setup["batch_size"],
+      eval_batch_size=1000, num_steps=setup["steps"], log_every_steps=setup["eval_every"],
+      eval_every_steps=setup["eval_every"], num_seeds=setup["seeds"], angles=False)
 
 
 def run(out: str, quick: bool = False) -> dict:
   """Trains both students with both rules on every seed; writes figure and record."""
   setup = _setup(quick)
-  kwargs = dict(steps=setup["steps"], eval_every=setup["eval_every"], batch_size=setup["batch_size"],
-                lr=setup["learning_rate"])
-  seeds = jnp.arange(setup["seeds"])
-  weights = _teacher_weights(range(setup["seeds"]))
-  curves = {r: {s: np.asarray(jax.vmap(functools.partial(_run_seed, widths=w, rule=r, **kwargs))(seeds, weights))
-                for s, w in STUDENTS.items()} for r in setup["rules"]}
-  steps = np.arange(0, setup["steps"] + 1, setup["eval_every"])
+  curves = {}
+  for r in setup["rules"]:
+    curves[r] = {}
+    for name, widths in STUDENTS.items():
+      config = _config(r, widths, setup)
+      targets = common.test_targets(config)
+      scale = np.mean(0.5 * np.sum(np.square(targets - targets.mean(0)), -1))
+      run = common.train(config)
+      curves[r][name] = run.values("eval", "eval/loss").T / scale  # [seeds, evals]
+      steps = run.steps("eval", "eval/loss")
   shallow, deep = STUDENTS
   rules = setup["rules"]
   tests = {}

@@ -16,12 +16,14 @@ from wtfree.feedback import direct  # pylint: disable=g-bad-import-order
 from wtfree.feedback import symmetric as _symmetric
 from wtfree.feedback import activation as _activation
 from wtfree.feedback import information as _information
+from wtfree.feedback import sparse as _sparse
+from wtfree.feedback import node_perturbation as _node_perturbation
 from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
 from wtfree.feedback.primitive import conv, conv_op, dense, dense_op, linear
 from wtfree.feedback.registry import Rule, StepContext, all_options, get_rule, names, options, register
 
-del _fixed, _sign, _kolen_pollack, _weight_mirror, _symmetric, _activation, _information
+del _fixed, _sign, _kolen_pollack, _weight_mirror, _symmetric, _activation, _information, _sparse, _node_perturbation
 
 __all__ = [
     "Rule",

@@ -99,6 +99,9 @@ class Rule:
   # Whether layers take their input error from the output error through
   # `direct.connect` instead of sending one back through B (dfa).
   broadcasts_error: ClassVar[bool] = False
+  # Whether the loop takes the weight gradients from `estimate_gradients`
+  # (perturbation of the layers' outputs) instead of the backward pass.
+  estimates_gradients: ClassVar[bool] = False
 
   init: Initializer | None = None
   scale: float = 1.0
@@ -129,6 +132,24 @@ class Rule:
       kernel_init: the layer's kernel initializer, for rules that draw anew.
     """
     raise NotImplementedError
+
+  def forward(self, w: Array, state: Mapping[str, Array]) -> Array:
+    """The kernel the forward pass uses: W itself, or W with connections removed (``fa_sparse``)."""
+    del state
+    return w
+
+  def estimate_gradients(self, losses: Callable, params, perturbations, key: Array):
+    """``(mean loss, gradients, aux)`` from perturbations, for rules with `estimates_gradients`.
+
+    Args:
+      losses: ``losses(params, perturbations) -> (per-example loss, (aux,
+        layer outputs))``, the model applied with ``perturbations`` added
+        to its layers' outputs.
+      params: the parameters.
+      perturbations: zeros shaped like each layer's output in this batch.
+      key: a key for this step's noise.
+    """
+    raise NotImplementedError(f"rule {self.name!r} takes its gradients from the backward pass")
 
   def between_steps(self, ctx: StepContext, w: Array, state: Mapping[str, Array]) -> dict[str, Array]:
     """The state after one between-steps pass (rules with `learns_between_steps`)."""

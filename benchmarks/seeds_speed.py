@@ -1,0 +1,93 @@
+"""N seeds as one run (``config.num_seeds``) against one seed, wall time side by side in one process.
+
+    python benchmarks/seeds_speed.py --out runs/seeds_speed                 # configs/digits_mlp.py, 20 seeds
+    python benchmarks/seeds_speed.py --out /tmp/seeds_speed --quick         # a smoke run
+
+Each round runs `wtfree.train.train_and_evaluate` on ``configs/digits_mlp.py``
+as it ships (logging, angles, evaluation, checkpoints; TensorBoard off) once
+with one seed and once with ``--seeds`` replicas, each in a fresh workdir,
+and times the whole call (compilation included). Reported per round: both
+wall times, their ratio, and the speed-up over running the seeds one after
+another (``seeds * single / many``). Writes ``OUT/seeds_speed.json`` and
+``OUT/seeds_speed.md``.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+
+from configs import digits_mlp  # noqa: E402
+from wtfree import train  # noqa: E402
+
+
+def _config(quick: bool, seeds: int):
+  config = digits_mlp.get_config()
+  config.tensorboard = False
+  config.num_seeds = seeds
+  if quick:
+    config.num_steps = 60
+    config.log_every_steps = 20
+    config.eval_every_steps = 60
+    config.checkpoint_every_steps = 60
+  return config
+
+
+def wall_seconds(config) -> tuple[float, dict]:
+  """Seconds one `train_and_evaluate` call takes, and its last eval record."""
+  with tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    train.train_and_evaluate(config, workdir)
+    seconds = time.perf_counter() - start
+    rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+  return seconds, [r for r in rows if r["split"] == "eval"][-1]
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", required=True, help="directory for seeds_speed.json and seeds_speed.md")
+  parser.add_argument("--quick", action="store_true", help="60 steps, 4 seeds, 1 round: a smoke run")
+  parser.add_argument("--seeds", type=int, default=None, help="replicas of the many-seed run (default 20, --quick 4)")
+  parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 2, --quick 1)")
+  args = parser.parse_args(argv)
+  seeds = args.seeds or (4 if args.quick else 20)
+  rounds = args.rounds or (1 if args.quick else 2)
+  singles, manys, last = [], [], None
+  for _ in range(rounds):
+    singles.append(wall_seconds(_config(args.quick, 1))[0])
+    seconds, last = wall_seconds(_config(args.quick, seeds))
+    manys.append(seconds)
+  ratios = [m / s for m, s in zip(manys, singles)]
+  record = {
+      "config": "configs/digits_mlp.py" + (" (quick: 60 steps)" if args.quick else ""),
+      "backend": jax.default_backend(),
+      "devices": jax.device_count(),
+      "seeds": seeds,
+      "single_seed_seconds": singles,
+      "many_seeds_seconds": manys,
+      "ratio": ratios,
+      "ratio_median": float(np.median(ratios)),
+      "speedup_over_sequential": [seeds * s / m for m, s in zip(manys, singles)],
+      "eval_top1_seeds": last.get("eval/top1/seeds", [last["eval/top1"]]),
+  }
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "seeds_speed.json").write_text(json.dumps(record, indent=1))
+  lines = [f"| round | 1 seed (s) | {seeds} seeds (s) | ratio | speed-up over {seeds} runs in a row |",
+           "|---:|---:|---:|---:|---:|"]
+  lines += [f"| {i} | {s:.1f} | {m:.1f} | {m / s:.2f} | {seeds * s / m:.1f}x |"
+            for i, (s, m) in enumerate(zip(singles, manys))]
+  (out / "seeds_speed.md").write_text("\n".join(lines) + f"\n\nmedian ratio {record['ratio_median']:.2f}\n")
+  print("\n".join(lines))
+  return record
+
+
+if __name__ == "__main__":
+  main()

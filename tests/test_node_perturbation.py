@@ -1,0 +1,88 @@
+"""Rule 'np': weight gradients from output noise, and 'fa_sparse': fa on a fixed sparse connectivity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from wtfree import feedback
+from wtfree import learning
+from wtfree import models
+from wtfree import sharding
+from wtfree import train
+
+
+def _linear_net(rule, widths=(20,)):
+  return models.get_model("mlp", num_classes=10, widths=widths, activation="linear", use_bias=False, rule=rule)
+
+
+def _state(model, x):
+  learner = learning.Learner(model, x, train=False)
+  tx = optax.sgd(1.0)
+  state = train.create_train_state(model, tx, x.shape[1:], 0, sharding.make_mesh(jax.devices()[:1]), learner)
+  return state, learner, tx
+
+
+def test_node_perturbation_step_is_the_estimate_from_its_noise():
+  sigma = 0.05
+  x = jax.random.normal(jax.random.key(2), (16, 30))
+  y = jax.random.normal(jax.random.key(3), (16, 10))
+  model = _linear_net(feedback.get_rule("np", sigma=sigma))
+  state, learner, tx = _state(model, x)
+  new, _ = train.train_step(state, {"image": x, "label": y}, model=model, tx=tx, task="regression", learner=learner)
+  w1, w2 = state.params["Dense_0"]["kernel"], state.params["head"]["kernel"]
+  # The noise the step drew: one key per layer output, in the perturbations' (sorted) order.
+  k1, k2 = jax.random.split(state.key(3), 2)
+  xi1, xi2 = sigma * jax.random.normal(k1, (16, 20)), sigma * jax.random.normal(k2, (16, 10))
+  h = x @ w1
+  clean = 0.5 * jnp.sum(jnp.square(h @ w2 - y), -1)
+  noisy = 0.5 * jnp.sum(jnp.square((h + xi1) @ w2 + xi2 - y), -1)
+  scale = (noisy - clean)[:, None] / sigma**2
+  expected_g1, expected_g2 = x.T @ (scale * xi1) / 16, h.T @ (scale * xi2) / 16
+  np.testing.assert_allclose(w1 - new.params["Dense_0"]["kernel"], expected_g1, rtol=2e-3, atol=1e-6)
+  np.testing.assert_allclose(w2 - new.params["head"]["kernel"], expected_g2, rtol=2e-3, atol=1e-6)
+
+
+def test_node_perturbation_estimates_the_gradient_on_average():
+  x = jax.random.normal(jax.random.key(2), (32, 30))
+  y = jax.random.normal(jax.random.key(3), (32, 10))
+  model = _linear_net("np")
+  state, learner, tx = _state(model, x)
+  bp = model.clone(rule="bp")
+  true = jax.grad(lambda p: jnp.mean(0.5 * jnp.sum(jnp.square(bp.apply({"params": p}, x, train=True) - y), -1)))(
+      state.params)
+
+  @jax.jit
+  def estimate(rng):
+    s = state.replace(rng=jax.random.key_data(rng))
+    new, _ = train.train_step(s, {"image": x, "label": y}, model=model, tx=tx, task="regression", learner=learner)
+    return jax.tree.map(jnp.subtract, s.params, new.params)
+
+  mean = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[estimate(k) for k in jax.random.split(jax.random.key(4), 400)])
+  for layer in ("Dense_0", "head"):
+    a, b = np.ravel(mean[layer]["kernel"]), np.ravel(true[layer]["kernel"])
+    cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    assert cosine > 0.9, (layer, cosine)
+
+
+def test_sparse_fa_removes_the_same_connections_forward_and_back():
+  x = jax.random.normal(jax.random.key(2), (8, 30))
+  model = _linear_net(feedback.get_rule("fa_sparse", keep=0.5))
+  state, learner, _ = _state(model, x)
+  mask = state.feedback["Dense_0"]["mask"]
+  assert 0.4 < float(mask.mean()) < 0.6
+  dense = _linear_net("fa")
+  w = {**state.params}
+  # Forward: the net computes with mask * W.
+  masked = jax.tree.map(lambda p: p, w)
+  masked["Dense_0"] = {"kernel": w["Dense_0"]["kernel"] * mask}
+  masked["head"] = {"kernel": w["head"]["kernel"] * state.feedback["head"]["mask"]}
+  out = model.apply(state.variables(), x, train=False)
+  np.testing.assert_allclose(out, dense.clone(rule="bp").apply({"params": masked}, x, train=False), rtol=1e-5, atol=1e-6)
+  # Backward: removed weights get no gradient; the input error goes through mask * B.
+  grads = jax.grad(lambda p, x: jnp.sum(model.apply({**state.variables(), "params": p}, x, train=False)),
+                   argnums=(0, 1))(state.params, x)
+  assert np.all(np.asarray(grads[0]["Dense_0"]["kernel"])[np.asarray(mask) == 0] == 0)
+  b1 = state.feedback["Dense_0"]["kernel"] * mask
+  b2 = state.feedback["head"]["kernel"] * state.feedback["head"]["mask"]
+  np.testing.assert_allclose(grads[1], np.ones((8, 10)) @ b2.T @ b1.T, rtol=1e-5, atol=1e-5)

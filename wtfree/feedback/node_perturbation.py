@@ -1,0 +1,61 @@
+"""Node perturbation (Williams 1992; Werfel et al. 2005): gradients from noise, no feedback path.
+
+Every layer's output gets Gaussian noise ``sigma * xi_l`` at once; the change
+of each example's loss, ``dL = L(noisy) - L(clean)``, gives the estimate
+``dL/dy_l ~ dL * sigma * xi_l / sigma^2`` and each layer learns by its local
+rule ``dW_l = x_l^T (dL/dy_l) / batch``. Nothing travels backwards between
+layers (B = 0): the estimate alone reaches every layer, the output layer
+included. Parameters of anything but those layers (BatchNorm's scales, plain
+flax layers) get no gradient, so a config with BatchNorm is refused. Costs
+the clean forward pass, the noisy one and the backward pass of the local sums.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from wtfree.feedback.registry import Rule, register
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class NodePerturbation(Rule):
+  """Weight gradients from one noisy forward pass beside the clean one (``sigma``: the noise's std)."""
+
+  name = "np"
+  estimates_gradients = True
+  sigma: float = 0.01
+
+  def feedback(self, w, state, key, kernel_init):
+    return jnp.zeros_like(w)
+
+  def check_config(self, config) -> list[str]:
+    warnings = super().check_config(config)
+    if config.get("last_layer_bp", False):
+      raise ValueError("rule 'np' perturbs every layer, the output layer included: drop last_layer_bp")
+    if (config.get("model_options", None) or {}).get("batch_norm", False):
+      raise ValueError("rule 'np' estimates gradients for the perturbed layers' W and bias only; BatchNorm's "
+                       "parameters would never learn: set --config.model_options.batch_norm=False")
+    return warnings
+
+  def estimate_gradients(self, losses, params, perturbations, key):
+    clean, (aux, _) = losses(params, perturbations)
+    leaves, tree = jax.tree.flatten(perturbations)
+    keys = jax.random.split(key, len(leaves))
+    noise = tree.unflatten([self.sigma * jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
+    noisy, _ = losses(params, noise)
+    change = jax.lax.stop_gradient(noisy - clean)
+
+    def estimate(xi):  # dL/dy for each example, of the layer output's shape
+      return change.reshape(change.shape + (1,) * (xi.ndim - 1)) * xi / self.sigma**2
+
+    errors = jax.tree.map(estimate, noise)
+
+    def local(params):
+      # B = 0 stops the error at each layer's input: this sum's gradient is
+      # x_l^T dL/dy_l for every layer's W and nothing else.
+      _, (_, outputs) = losses(params, perturbations)
+      return sum(jnp.sum(e * y) for e, y in zip(jax.tree.leaves(errors), jax.tree.leaves(outputs))) / change.shape[0]
+
+    return jnp.mean(clean), jax.grad(local)(params), aux
