@@ -6,7 +6,7 @@ small model's step, and XLA compiles it once.
 
 The default run (``-m 'not slow'``) stays under five minutes on two cores:
 besides the tests marked ``slow`` where they are written, the ones listed in
-`_SLOW` (each over 3 s there, most of it compiling) run only with ``-m slow``.
+`_SLOW` (measured over 2-3 s there, most of it compiling) run only with ``-m slow``.
 """
 
 import os
@@ -70,6 +70,24 @@ _SLOW = frozenset({
     "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[dfa]",
     "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[fa]",
     "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[kp]",
+    "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[resnet_tiny_bottleneck-True]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-resnet_tiny_relu_bn]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[kp-resnet_tiny_bottleneck]",
+    "tests/test_convert.py::test_fa_trains_a_flax_transformer_block",
+    "tests/test_learning.py::test_converted_flax_model_aligns_under_adam_in_a_users_loop[wm-300]",
+    "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[wm]",
+    "tests/test_optim.py::test_order_is_decay_then_sign_then_momentum_then_lr",
+    "tests/test_feedback.py::test_sharded_batch_gives_the_same_gradients[fa]",
+    "tests/test_alignment_losses.py::test_one_step_moves_b_by_its_loss_gradient[aa-conv]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[kp-lenet_mnist]",
+    "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[lenet_cifar-True]",
+    "tests/test_feedback.py::test_conv_gradients_match_closed_form[bp-s2-VALID-g1]",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides0-rule 'fx' is not one of bp, fa]",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides1-model 'vgg' is not one of]",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides3-does not divide]",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides4-contradicts]",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides5-apply only to rules that mirror B]",
+    "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides7-decay belong to kp, wm]",
 })
 
 
