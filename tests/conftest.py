@@ -88,6 +88,14 @@ _SLOW = frozenset({
     "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides4-contradicts]",
     "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides5-apply only to rules that mirror B]",
     "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides7-decay belong to kp, wm]",
+    "tests/test_train.py::test_resumed_run_equals_uninterrupted[wm]",
+    "tests/test_multiprocess.py::test_both_processes_joined_one_job",
+    "tests/test_multiprocess.py::test_both_processes_end_with_the_same_state",
+    "tests/test_multiprocess.py::test_only_process_0_writes_metrics",
+    "tests/test_multiprocess.py::test_two_processes_equal_one",
+    "tests/test_multiprocess.py::test_shared_checkpoint_is_whole",
+    "tests/test_metrics.py::test_weight_angles_name_every_layer",
+    "tests/test_notebook.py::test_quickstart_runs_top_to_bottom[.]",
 })
 
 
