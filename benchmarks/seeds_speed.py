@@ -23,20 +23,15 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from configs import digits_mlp  # noqa: E402
+import loop_speed  # noqa: E402  (the same config, quick or as it ships)
 from wtfree import train  # noqa: E402
 
 
 def _config(quick: bool, seeds: int):
-  config = digits_mlp.get_config()
-  config.tensorboard = False
+  config = loop_speed._config(quick)
   config.num_seeds = seeds
-  if quick:
-    config.num_steps = 60
-    config.log_every_steps = 20
-    config.eval_every_steps = 60
-    config.checkpoint_every_steps = 60
   return config
 
 

@@ -71,21 +71,22 @@ def test_bfloat16_rows_report_their_share_of_the_peak_and_large_dfa_is_skipped(t
   assert "% of bf16 peak |" in table and "Skipped: mlp_tiny: dfa not timed" in table
 
 
-def test_loop_speed_quick_run_reports_both_rates_and_their_ratio(tmp_path):
-  spec = importlib.util.spec_from_file_location("loop_speed", _PATH.parent / "loop_speed.py")
+def _benchmark(name):
+  spec = importlib.util.spec_from_file_location(name, _PATH.parent / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  record = module.main(["--out", str(tmp_path), "--quick"])
+  return module
+
+
+def test_loop_speed_quick_run_reports_both_rates_and_their_ratio(tmp_path):
+  record = _benchmark("loop_speed").main(["--out", str(tmp_path), "--quick"])
   assert json.loads((tmp_path / "loop_speed.json").read_text()) == record
   assert all(v > 0 and math.isfinite(v) for v in record["loop_examples_per_second"] + record["scan_examples_per_second"])
   assert record["ratio"][0] == record["loop_examples_per_second"][0] / record["scan_examples_per_second"][0]
 
 
 def test_seeds_speed_quick_run_times_one_and_many_seeds(tmp_path):
-  spec = importlib.util.spec_from_file_location("seeds_speed", _PATH.parent / "seeds_speed.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  record = module.main(["--out", str(tmp_path), "--quick"])
+  record = _benchmark("seeds_speed").main(["--out", str(tmp_path), "--quick"])
   assert json.loads((tmp_path / "seeds_speed.json").read_text()) == record
   assert len(record["eval_top1_seeds"]) == record["seeds"] == 4
   assert record["ratio"][0] == record["many_seeds_seconds"][0] / record["single_seed_seconds"][0]

@@ -22,6 +22,7 @@ decay (the same for every rule) is larger than Akrout's 1e-4 (they took
 
 import numpy as np
 
+from wtfree import feedback
 from wtfree.experiments import common
 
 NAME = "akrout_angles"
@@ -53,9 +54,10 @@ def _setup(quick: bool) -> dict:
 
 def _config(rule: str, setup: dict):
   wm = setup["weight_mirror"]
-  mirror_steps = wm["mirror_only_steps"] if rule == "wm" else 0
-  mirror = {"mirror_epochs": mirror_steps / STEPS_PER_EPOCH, "mirror_passes": wm["passes_per_step"]} \
-      if mirror_steps or rule == "wm" else {}
+  # The mirror settings reach the rules that mirror B (the registry says which), and only them.
+  mirrored = feedback.get_rule(rule).mirrored
+  mirror_steps = wm["mirror_only_steps"] if mirrored else 0
+  mirror = {"mirror_epochs": mirror_steps / STEPS_PER_EPOCH, "mirror_passes": wm["passes_per_step"]} if mirrored else {}
   return common.config(
       dataset="digits", model="resnet_tiny", rule=rule, model_options={}, optimizer="sgd", momentum=0.9,
       learning_rate=setup["learning_rate"], weight_decay=setup["weight_decay"], batch_size=setup["batch_size"],
