@@ -90,3 +90,13 @@ def test_seeds_speed_quick_run_times_one_and_many_seeds(tmp_path):
   assert json.loads((tmp_path / "seeds_speed.json").read_text()) == record
   assert len(record["eval_top1_seeds"]) == record["seeds"] == 4
   assert record["ratio"][0] == record["many_seeds_seconds"][0] / record["single_seed_seconds"][0]
+
+
+@pytest.mark.slow
+def test_input_pipeline_quick_run_times_uint8_and_float32_per_worker_count(tmp_path):
+  record = _benchmark("input_pipeline").run(str(tmp_path), quick=True, workers=(0, 1))
+  rows = {(r["output"], r["workers"]): r for r in record["rows"]}
+  assert set(rows) == {("uint8", 0), ("uint8", 1), ("float32", 0), ("float32", 1)}
+  assert rows["uint8", 0]["bytes_per_image"] * 4 == rows["float32", 0]["bytes_per_image"] == 224 * 224 * 3 * 4
+  assert all(r["images_per_second"] > 0 for r in rows.values())
+  assert (tmp_path / "input_pipeline.md").read_text().count("\n") == 2 + len(rows)
