@@ -56,6 +56,8 @@ _SLOW = frozenset({
     "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-lenet_mnist1d]",
     "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-lenet_mnist]",
     "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-resnet_tiny]",
+    "tests/test_models.py::test_logits_have_shape_batch_by_classes[kp-resnet_tiny]",
+    "tests/test_models.py::test_fa_keeps_feedback_for_every_kernel_but_a_bp_last_layer[resnet_tiny_bottleneck]",
     "tests/test_models.py::test_logits_have_shape_batch_by_classes[fa-resnet_tiny_bottleneck]",
     "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[lenet_cifar-False]",
     "tests/test_models.py::test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone[mlp_bn-False]",

@@ -22,8 +22,10 @@ CONFIGS = sorted(
 FAST = {"digits_mlp", "mnist1d_mlp", "resnet20_brsf"}
 PARAMS = [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in CONFIGS]
 # Sizes only: the rule, model, optimizer and schedule stay the config's own.
-TINY_IMAGE = {"imagenet2012": (32, 32, 3), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "mnist1d": (40, 1)}
-CLASSES = {"imagenet2012": 1000, "cifar10": 10, "digits": 10, "mnist1d": 10}
+TINY_IMAGE = {"imagenet2012": (32, 32, 3), "cifar10": (32, 32, 3), "digits": (8, 8, 1), "mnist1d": (40, 1),
+              "mnist5k": (28, 28, 1), "pydoc_chars": (16,)}
+CLASSES = {"imagenet2012": 1000, "cifar10": 10, "digits": 10, "mnist1d": 10, "mnist5k": 10, "pydoc_chars": 97}
+LANGUAGE = {"pydoc_chars"}
 
 
 @pytest.mark.parametrize("name", PARAMS)
@@ -34,17 +36,26 @@ def test_config_takes_one_step(name):
   config.mirror_batch_size = 8
   input_shape = TINY_IMAGE[config.dataset]
   mesh = sharding.make_mesh()
-  model = models.create(config, CLASSES[config.dataset], input_shape)
+  classes = CLASSES[config.dataset]
+  language = config.dataset in LANGUAGE
+  dtype = np.int32 if language else np.float32
+  model = models.create(config, classes, input_shape, dtype)
   tx = optim.make(config, steps_per_epoch=10)
   learner = train.make_learner(model, input_shape, mirror_batch_size=config.mirror_batch_size,
-                               passes=config.mirror_passes)
+                               passes=config.mirror_passes, input_dtype=dtype)
   state = train.create_train_state(model, tx, input_shape, config.seed, mesh, learner)
-  local = {
-      "image": np.random.default_rng(0).normal(size=(8, *input_shape)).astype(np.float32),
-      "label": np.arange(8, dtype=np.int32) % CLASSES[config.dataset],
-  }
+  rng = np.random.default_rng(0)
+  if language:
+    tokens = rng.integers(0, classes, size=(8, input_shape[0] + 1), dtype=np.int32)
+    local = {"image": tokens[:, :-1], "label": tokens[:, 1:]}
+  else:
+    local = {
+        "image": rng.normal(size=(8, *input_shape)).astype(np.float32),
+        "label": np.arange(8, dtype=np.int32) % classes,
+    }
+  task = "language_model" if language else "classification"
   before = jax.device_get(state.params)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task="classification", learner=learner))
+  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=task, learner=learner))
   new_state = state
   # Two steps: a linear warm-up gives the first one a learning rate of 0.
   for _ in range(2):

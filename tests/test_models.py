@@ -289,8 +289,8 @@ def test_bad_names_and_shapes_name_the_way_out():
     models.get_model("mlp", num_classes=10, widht=(3,))
   with pytest.raises(ValueError, match="block 'basik' is not one of basic, bottleneck"):
     _init(*_model("resnet_tiny", block="basik"))
-  with pytest.raises(ValueError, match="activation 'gelu' is not one of relu, tanh, sigmoid"):
-    _init(*_model("mlp", activation="gelu"))
+  with pytest.raises(ValueError, match="activation 'swish' is not one of relu, tanh, sigmoid, gelu"):
+    _init(*_model("mlp", activation="swish"))
   config = ml_collections.ConfigDict(dict(model="resnet_tiny", rule="fa"))
   with pytest.raises(ValueError, match=r"cannot take inputs of shape \(40, 1\)"):
     models.create(config, 10, input_shape=(40, 1))

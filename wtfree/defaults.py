@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.data_path = ml_collections.config_dict.placeholder(str)
   config.image_size = 224
+  # Text sets: characters in each training sequence.
+  config.context_length = 64
   config.flatten = False
   config.data_workers = 0
   config.prefetch = 2

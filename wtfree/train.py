@@ -68,10 +68,18 @@ class DivergenceError(FloatingPointError):
 
 
 def _loss(task: str, outputs: Array, labels: Array) -> Array:
-  """Per-example loss: cross entropy, or half the squared error for regression."""
+  """Per-example loss: cross entropy (a sequence's mean over positions), or half the squared error."""
   if task == "regression":
     return 0.5 * jnp.sum(jnp.square(outputs - labels), axis=-1)
+  if task == "language_model":
+    return jnp.mean(metrics.cross_entropy(outputs, labels), axis=-1)
   return metrics.cross_entropy(outputs, labels)
+
+
+def _correct(task: str, outputs: Array, labels: Array, k: int) -> Array:
+  """Per-example top-k accuracy (a sequence's fraction of positions)."""
+  correct = metrics.topk_correct(outputs, labels, k)
+  return jnp.mean(correct, axis=-1) if task == "language_model" else correct
 
 
 def apply_for_loss(model, variables, x, *, rngs, mutable: list[str]) -> tuple[Array, dict]:
@@ -122,9 +130,10 @@ def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
   return losses, zeros
 
 
-def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None) -> learning.Learner:
-  """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` float inputs."""
-  example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None,
+                 input_dtype=jnp.float32) -> learning.Learner:
+  """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` inputs of ``input_dtype``."""
+  example = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
   input_sharding = None if mesh is None else sharding.batch_sharding(mesh)
   return learning.Learner(model, example, mirror_batch_size=mirror_batch_size, passes=passes,
                           input_sharding=input_sharding, train=False)
@@ -202,7 +211,8 @@ def train_step(
   ``learner.update`` runs after the update (kp's decay of B - W at
   ``weight_decay_rate(step)``, wm's mirror passes), as in any user's loop.
 
-  Returns the new state and metrics: ``loss``, ``top1`` (classification),
+  Returns the new state and metrics: ``loss``, ``top1`` (classification and
+  language models),
   ``finite`` (loss and every gradient finite) and ``finite_grads``, a tree of
   per-leaf flags that names the layers a divergence reached. With
   ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the
@@ -238,8 +248,8 @@ def train_step(
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     new_state = kept.replace(step=state.step + 1)
   step_metrics = {"loss": loss, "finite": finite, "finite_grads": finite_grads}
-  if task == "classification":
-    step_metrics["top1"] = jnp.mean(metrics.topk_correct(outputs, batch["label"], 1))
+  if task != "regression":
+    step_metrics["top1"] = jnp.mean(_correct(task, outputs, batch["label"], 1))
   return new_state, step_metrics
 
 
@@ -250,13 +260,15 @@ def mirror_only_step(state: TrainState, *, learner: learning.Learner) -> TrainSt
 
 
 def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
-  """Sums of loss, top-1 and top-5 over the real (unmasked) examples."""
+  """Sums of loss, top-1 and top-5 over the real (unmasked) examples; language models add bits per token."""
   outputs = model.apply(state.variables(), batch["image"], train=False, rngs={"feedback": state.key(0)})
   mask = batch["mask"]
   sums = {"loss": jnp.sum(_loss(task, outputs, batch["label"]) * mask), "count": jnp.sum(mask)}
-  if task == "classification":
+  if task != "regression":
     for k in (1, 5):
-      sums[f"top{k}"] = jnp.sum(metrics.topk_correct(outputs, batch["label"], k) * mask)
+      sums[f"top{k}"] = jnp.sum(_correct(task, outputs, batch["label"], k) * mask)
+  if task == "language_model":
+    sums["bits_per_token"] = sums["loss"] / math.log(2.0)
   return sums
 
 
@@ -288,8 +300,7 @@ def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
 
   maps = {}
   if collected.get(feedback.direct.TAPS):
-    n_out = math.prod(outputs.shape[1:])
-    maps = feedback.direct.broadcast_maps(collected[feedback.direct.TAPS], n_out, model.rule)
+    maps = feedback.direct.broadcast_maps(collected[feedback.direct.TAPS], outputs.shape, model.rule)
   deltas = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), collected["perturbations"])
   weights = metrics.weight_angles(collected["alignment"])
   ratios = metrics.weight_ratios(collected["alignment"], maps)
@@ -373,11 +384,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
   ds = data.get_dataset(config)
   views = replicas.datasets(ds, config)
-  model = models.create(config, ds.num_classes, ds.input_shape)
+  model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
   steps_per_epoch = max(1, ds.num_train // config.batch_size)
   total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
   learner = make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
-                         passes=config.mirror_passes, mesh=mesh)
+                         passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
   mirror_steps = optim.mirror_steps(config, steps_per_epoch)
   frozen = None
   if learner.zeroes_errors:

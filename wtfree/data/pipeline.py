@@ -100,7 +100,12 @@ class _EvalStep:
 
 def _finish(batch: dict[str, np.ndarray], flatten: bool) -> dict[str, np.ndarray]:
   image = np.asarray(batch["image"])
-  image = image if image.dtype == np.uint8 else image.astype(np.float32)  # uint8 pixels: normalised on device
+  if image.dtype == np.uint8:  # Pixels: normalised on the device.
+    pass
+  elif np.issubdtype(image.dtype, np.integer):  # Token ids.
+    image = image.astype(np.int32)
+  else:
+    image = image.astype(np.float32)
   if flatten:
     image = image.reshape(len(image), -1)
   label = np.asarray(batch["label"])
@@ -140,6 +145,11 @@ class Dataset:
   def input_shape(self) -> tuple[int, ...]:
     shape = tuple(self.splits.input_shape)
     return (math.prod(shape),) if self.flatten else shape
+
+  @property
+  def input_dtype(self):
+    """The dtype of the inputs the model takes (float32, or int32 token ids)."""
+    return np.dtype(self.splits.input_dtype)
 
   @property
   def num_train(self) -> int:

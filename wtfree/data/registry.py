@@ -5,7 +5,7 @@ import functools
 
 import jax
 
-from wtfree.data import arrays, embedded, synthetic, tfds_sets
+from wtfree.data import arrays, embedded, synthetic, text, tfds_sets
 from wtfree.data.pipeline import Dataset
 from wtfree.data.source import Splits
 
@@ -33,7 +33,7 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
 
   Reads ``dataset``, ``batch_size`` (global), ``seed`` and, when present,
   ``eval_batch_size`` (default ``batch_size``), ``data_dir``, ``data_path``,
-  ``image_size``, ``flatten``, ``data_workers`` and ``prefetch``.
+  ``image_size``, ``context_length``, ``flatten``, ``data_workers`` and ``prefetch``.
 
   Args:
     config: an ``ml_collections.ConfigDict`` or anything with ``.get``.
@@ -86,6 +86,8 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
 
 register("digits", embedded.digits)
 register("mnist1d", embedded.mnist1d)
+register("mnist5k", embedded.mnist5k)
+register("pydoc_chars", text.pydoc_chars)
 register("arrays", arrays.arrays)
 register("linear_teacher", synthetic.linear_teacher_data)
 register("tanh_teacher", synthetic.tanh_teacher_data)

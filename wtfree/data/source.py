@@ -43,11 +43,15 @@ class Splits:
     train, test: the two splits.
     num_classes: classes, or the output dimension of a regression task.
     input_shape: one example's shape.
-    task: 'classification' or 'regression'.
+    task: 'classification', 'regression' or 'language_model' (inputs and
+      labels are token sequences ``[n, length]``; the loss is the mean
+      cross entropy over positions).
     pixel_stats: ``(mean, std)`` per channel of pixels scaled to [0, 1], for
       sets whose sources read uint8 images: they travel to the device as
       uint8 (a quarter of float32's bytes) and are normalised there
       (`wtfree.data.Dataset.prepare`). None: images are read ready to use.
+    input_dtype: the dtype the model takes, after `wtfree.data.Dataset.prepare`:
+      'float32', or 'int32' for token ids.
   """
 
   train: Source
@@ -56,6 +60,7 @@ class Splits:
   input_shape: tuple[int, ...]
   task: str = "classification"
   pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+  input_dtype: str = "float32"
 
 
 def array_splits(x_train, y_train, x_test, y_test, num_classes: int, task: str = "classification") -> Splits:

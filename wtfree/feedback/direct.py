@@ -13,6 +13,13 @@ signal of Nøkland's equations; no signal crosses a weight on the way down.
 B is never stored: it is drawn from its seed through a counter-hash key each
 time it is needed, so it costs no memory, and it needs no knowledge of the
 output size when the model is initialised.
+
+Sequence models (a language model's output ``[batch, length, vocab]``, its
+layers' inputs ``[batch, length, width]``) share position axes between the
+output and the taps: there, by default, the error at each position reaches
+the same position of each tapped input through one B ``[vocab, width]``
+(Launay et al. 2020's per-token projection), rather than every position's
+error reaching every position through one B the size of both sequences.
 """
 
 from collections.abc import Mapping
@@ -43,11 +50,21 @@ class DirectFeedbackAlignment(Rule):
   ``init`` draws B as ``init(key, (n_out, n_in), dtype)``; by default
   N(0, 1/n_in), so that ``B e`` over a layer's n_in inputs has about the norm
   of e, as the error at every layer would if the layers kept it.
+
+  Attributes:
+    share_positions: where the output ``[batch, *P, n_out]`` and a tapped
+      input ``[batch, *P, n_in]`` have the same position axes P (sequence
+      models), send each position's error to that position only, through
+      one B ``[n_out, n_in]``. False, or where the axes differ (an image
+      classifier's ``[batch, classes]`` output), B maps the whole flattened
+      output error to the whole flattened input.
   """
 
   name = "dfa"
   state_names = ("seed",)
   broadcasts_error: ClassVar[bool] = True
+
+  share_positions: bool = True
 
   def init_state(self, key, kernel, kernel_init):
     del kernel, kernel_init
@@ -63,6 +80,12 @@ class DirectFeedbackAlignment(Rule):
       return self.scale * self.init(key, (n_out, n_in), dtype)
     return (self.scale / math.sqrt(n_in)) * jax.random.normal(key, (n_out, n_in), dtype)
 
+  def map_shape(self, output_shape, tap_shape) -> tuple[int, int, bool]:
+    """``(n_out, n_in, per_position)`` of the map from an output to a tap (shapes with their batch axis)."""
+    if self.share_positions and len(output_shape) > 2 and tuple(tap_shape[1:-1]) == tuple(output_shape[1:-1]):
+      return output_shape[-1], tap_shape[-1], True
+    return math.prod(output_shape[1:]), math.prod(tap_shape[1:]), False
+
 
 def taps(collection: Mapping) -> dict[str, list[tuple[Array, Array]]]:
   """The taps in a ``dfa`` collection: ``{layer: [(input, seed), ...]}``."""
@@ -75,9 +98,15 @@ def taps(collection: Mapping) -> dict[str, list[tuple[Array, Array]]]:
 LARGE_MAPS = 2 * 10**9
 
 
-def map_entries(collection: Mapping, n_out: int) -> int:
-  """Entries of all of the layers' broadcast maps (n_out x tapped input size, summed)."""
-  return sum(n_out * math.prod(x.shape[1:]) for layer_taps in taps(collection).values() for x, _ in layer_taps)
+def map_entries(collection: Mapping, output_shape, rule: "Rule | str" = "dfa") -> int:
+  """Entries of all of the layers' broadcast maps (n_out x n_in, summed), for outputs of ``output_shape``.
+
+  ``output_shape`` includes the batch axis; an int ``n`` stands for ``(batch, n)``.
+  """
+  rule = get_rule(rule)
+  output_shape = (1, output_shape) if isinstance(output_shape, int) else tuple(output_shape)
+  shapes = [rule.map_shape(output_shape, x.shape)[:2] for layer_taps in taps(collection).values() for x, _ in layer_taps]
+  return sum(n_out * n_in for n_out, n_in in shapes)
 
 
 def connect(outputs: Array, collection: Mapping, rule: "Rule | str" = "dfa") -> Array:
@@ -103,7 +132,7 @@ def connect(outputs: Array, collection: Mapping, rule: "Rule | str" = "dfa") -> 
   inputs = tuple(x for x, _ in pairs)
   seeds = tuple(seed for _, seed in pairs)
   shapes = tuple((x.shape, np.dtype(x.dtype)) for x in inputs)
-  entries = map_entries(collection, math.prod(outputs.shape[1:]))
+  entries = map_entries(collection, outputs.shape, rule)
   if entries > LARGE_MAPS:
     logging.warning(
         "dfa: the broadcast maps of this model hold %.1e entries (outputs x tapped input sizes), "
@@ -125,13 +154,14 @@ def _broadcast_fwd(rule, shapes, outputs, inputs, seeds):
 
 def _broadcast_bwd(rule, shapes, seeds, e):
   batch = e.shape[0]
-  e_flat = e.reshape(batch, -1)
   errors = []
   for (shape, dtype), seed in zip(shapes, seeds):
     if shape[0] != batch:
       raise ValueError(f"a dfa tap of shape {shape} does not share the output's batch of {batch}")
-    b = rule.broadcast_map(seed, e_flat.shape[1], math.prod(shape[1:]), e_flat.dtype)
-    errors.append((e_flat @ b).reshape(shape).astype(dtype))
+    n_out, n_in, per_position = rule.map_shape(e.shape, shape)
+    b = rule.broadcast_map(seed, n_out, n_in, e.dtype)
+    error = e @ b if per_position else e.reshape(batch, -1) @ b
+    errors.append(error.reshape(shape).astype(dtype))
   no_seed_cotangent = tuple(np.zeros(s.shape, jax.dtypes.float0) for s in seeds)
   return e, tuple(errors), no_seed_cotangent
 
@@ -139,11 +169,12 @@ def _broadcast_bwd(rule, shapes, seeds, e):
 _broadcast.defvjp(_broadcast_fwd, _broadcast_bwd)
 
 
-def broadcast_maps(collection: Mapping, n_out: int, rule: "Rule | str" = "dfa") -> dict[str, Array]:
-  """Each tapped layer's B, ``{layer: [n_out, n_in]}``, for metrics."""
+def broadcast_maps(collection: Mapping, output_shape, rule: "Rule | str" = "dfa") -> dict[str, Array]:
+  """Each tapped layer's B, ``{layer: [n_out, n_in]}``, for metrics (``output_shape`` with its batch axis)."""
   rule = get_rule(rule)
   maps = {}
   for layer, layer_taps in taps(collection).items():
     x, seed = layer_taps[0]
-    maps[layer] = rule.broadcast_map(seed, n_out, math.prod(x.shape[1:]))
+    n_out, n_in, _ = rule.map_shape(tuple(output_shape), x.shape)
+    maps[layer] = rule.broadcast_map(seed, n_out, n_in)
   return maps

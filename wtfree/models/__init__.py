@@ -13,13 +13,18 @@ from wtfree.models.lenet import LeNet
 from wtfree.models.mlp import MLP
 from wtfree.models.registry import create, get_model, names, register, rule_from_config
 from wtfree.models.resnet import BasicBlock, Bottleneck, ResNet
+from wtfree.models.transformer import CausalLM, EncoderBlock, SelfAttention, ViT
 
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "CausalLM",
+    "EncoderBlock",
     "LeNet",
     "MLP",
     "ResNet",
+    "SelfAttention",
+    "ViT",
     "create",
     "get_model",
     "names",

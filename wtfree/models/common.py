@@ -22,12 +22,13 @@ _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": nn.relu,
     "tanh": jnp.tanh,
     "sigmoid": nn.sigmoid,
+    "gelu": nn.gelu,
     "linear": identity,
 }
 
 
 def activation(name: str) -> Callable[[Array], Array]:
-  """The nonlinearity called ``name`` ('relu', 'tanh', 'sigmoid', 'linear').
+  """The nonlinearity called ``name`` ('relu', 'tanh', 'sigmoid', 'gelu', 'linear').
 
   Raises:
     ValueError: for an unknown name.

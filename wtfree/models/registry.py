@@ -13,6 +13,7 @@ from wtfree import learning
 from wtfree.models.lenet import LeNet
 from wtfree.models.mlp import MLP
 from wtfree.models.resnet import ResNet
+from wtfree.models.transformer import CausalLM, ViT
 
 _MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
 
@@ -31,7 +32,8 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
   """Builds the model called ``name``; ``kwargs`` override its defaults.
 
   Args:
-    name: a registered name ('mlp', 'lenet', 'resnet18', 'resnet20', ...).
+    name: a registered name ('mlp', 'lenet', 'resnet18', 'resnet20', 'vit',
+      'causal_lm', ...).
     **kwargs: fields of the model class, e.g. ``num_classes=10, rule='fa'``.
 
   Raises:
@@ -47,7 +49,7 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
   return cls(**{**defaults, **kwargs})
 
 
-def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None, input_dtype=jnp.float32) -> nn.Module:
   """Builds the model a config names.
 
   Reads ``config.model``, ``config.rule``, ``config.rule_options`` (the
@@ -62,6 +64,7 @@ def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None)
     input_shape: one example's shape, e.g. ``(224, 224, 3)``. When given, the
       model is traced on it (``jax.eval_shape``, no compute) so that a model
       that cannot take such inputs fails here, naming both.
+    input_dtype: the inputs' dtype for that check (int32 for token ids).
 
   Returns:
     The linen module; apply it as ``model.apply(variables, x, train=...)``.
@@ -76,7 +79,7 @@ def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None)
       **options,
   )
   if input_shape is not None:
-    _check_input(model, config.model, tuple(input_shape))
+    _check_input(model, config.model, tuple(input_shape), input_dtype)
   return model
 
 
@@ -90,8 +93,8 @@ def rule_from_config(config) -> feedback.Rule:
   return feedback.get_rule(config.rule, **options)
 
 
-def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...]) -> None:
-  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...], input_dtype) -> None:
+  x = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
   keys = {"params": jax.random.key(0), "feedback": jax.random.key(1)}
   try:
     with learning.initialising():  # A shape check, not a run: no warning about how B learns.
@@ -108,5 +111,7 @@ register("resnet50", ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck")
 register("resnet101", ResNet, stage_sizes=(3, 4, 23, 3), block="bottleneck")
 register("resnet20", ResNet, stage_sizes=(3, 3, 3), block="basic", num_filters=16, stem="cifar")
 register("resnet56", ResNet, stage_sizes=(9, 9, 9), block="basic", num_filters=16, stem="cifar")
+register("vit", ViT)
+register("causal_lm", CausalLM)
 # For tests: runs on 8x8 inputs in milliseconds.
 register("resnet_tiny", ResNet, stage_sizes=(1, 1), block="basic", num_filters=8, stem="cifar")
