@@ -16,7 +16,6 @@ shifted by one, its targets. The metric is bits per character
 """
 
 import functools
-import math
 
 import numpy as np
 
@@ -90,8 +89,3 @@ def pydoc_chars(config) -> Splits:
       task="language_model",
       input_dtype="int32",
   )
-
-
-def bits(nats: float) -> float:
-  """Nats per token in bits."""
-  return nats / math.log(2.0)
