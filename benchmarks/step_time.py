@@ -199,7 +199,7 @@ def dfa_map_entries(bench: Bench) -> int:
   model = models.get_model(bench.model, num_classes=bench.num_classes, rule="dfa", **bench.model_options())
   x = jax.ShapeDtypeStruct((1, *bench.input_shape), np.float32)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  return feedback.direct.map_entries(shapes.get(feedback.direct.TAPS, {}), bench.num_classes)
+  return feedback.direct.map_entries(shapes.get(feedback.direct.TAPS, {}), (1, bench.num_classes))
 
 
 def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Timed]:

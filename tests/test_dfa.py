@@ -100,7 +100,7 @@ def test_connect_warns_when_the_maps_outgrow_backprop(caplog, monkeypatch):
   y = jnp.ones((2, 10))
   taps = {"a": {"taps": ((jnp.ones((2, 4, 4, 3)), jnp.zeros((2,), jnp.uint32)),)},
           "b": {"taps": ((jnp.ones((2, 20)), jnp.zeros((2,), jnp.uint32)),)}}
-  assert feedback.direct.map_entries(taps, 10) == 10 * (48 + 20)
+  assert feedback.direct.map_entries(taps, y.shape) == 10 * (48 + 20)
   for limit, warned in ((10 * 68, False), (10 * 68 - 1, True)):
     monkeypatch.setattr(feedback.direct, "LARGE_MAPS", limit)
     caplog.clear()

@@ -100,12 +100,8 @@ class _EvalStep:
 
 def _finish(batch: dict[str, np.ndarray], flatten: bool) -> dict[str, np.ndarray]:
   image = np.asarray(batch["image"])
-  if image.dtype == np.uint8:  # Pixels: normalised on the device.
-    pass
-  elif np.issubdtype(image.dtype, np.integer):  # Token ids.
-    image = image.astype(np.int32)
-  else:
-    image = image.astype(np.float32)
+  if image.dtype != np.uint8:  # uint8 pixels stay as they are: the device normalises them.
+    image = image.astype(np.int32 if np.issubdtype(image.dtype, np.integer) else np.float32)  # token ids stay ints
   if flatten:
     image = image.reshape(len(image), -1)
   label = np.asarray(batch["label"])

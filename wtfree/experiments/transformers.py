@@ -26,6 +26,7 @@ NAME = "transformers"
 RULES = ("bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm", "sa", "aa", "ia", "shallow")
 LAYER_TYPES = ("query", "key", "value", "out", "mlp_in", "mlp_out")
 TASKS = ("vit", "lm")
+CONTEXT = 64  # characters per LM sequence
 
 
 def _setup(quick: bool) -> dict:
@@ -38,8 +39,8 @@ def _setup(quick: bool) -> dict:
       },
       "lm": {
           "data": f"pydoc_chars: Python {platform.python_version()}'s help topics, {len(text.pydoc_text())} "
-                  "characters, 90 / 10 split, windows of 64",
-          "model": {"max_length": 64, "width": 32 if quick else 64, "num_layers": 2, "num_heads": 4,
+                  f"characters, 90 / 10 split, windows of {CONTEXT}",
+          "model": {"max_length": CONTEXT, "width": 32 if quick else 64, "num_layers": 2, "num_heads": 4,
                     "mlp_dim": 64 if quick else 256},
           "batch_size": 32, "epochs": 0.5 if quick else 2, "warmup_epochs": 0.05 if quick else 0.2,
       },
@@ -55,12 +56,12 @@ def _setup(quick: bool) -> dict:
 
 def _config(task: str, rule: str, setup: dict):
   spec = setup[task]
-  sizes = {"vit": 4000, "lm": len(text.pydoc_tokens()[0]) // 64}
+  sizes = {"vit": 4000, "lm": len(text.pydoc_tokens()[0]) // CONTEXT}
   steps = int(spec["epochs"] * (sizes[task] // spec["batch_size"]))
   fields = dict(
       model="vit", dataset="mnist5k", flatten=False, eval_batch_size=200,
   ) if task == "vit" else dict(
-      model="causal_lm", dataset="pydoc_chars", context_length=64, eval_batch_size=256,
+      model="causal_lm", dataset="pydoc_chars", context_length=CONTEXT, eval_batch_size=256,
   )
   return common.config(
       **fields, rule=rule, model_options=spec["model"], optimizer="adam", learning_rate=1e-3,

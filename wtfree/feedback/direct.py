@@ -99,12 +99,9 @@ LARGE_MAPS = 2 * 10**9
 
 
 def map_entries(collection: Mapping, output_shape, rule: "Rule | str" = "dfa") -> int:
-  """Entries of all of the layers' broadcast maps (n_out x n_in, summed), for outputs of ``output_shape``.
-
-  ``output_shape`` includes the batch axis; an int ``n`` stands for ``(batch, n)``.
-  """
+  """Entries of all of the layers' broadcast maps (n_out x n_in, summed), for outputs of ``output_shape`` (batch first)."""
   rule = get_rule(rule)
-  output_shape = (1, output_shape) if isinstance(output_shape, int) else tuple(output_shape)
+  output_shape = tuple(output_shape)
   shapes = [rule.map_shape(output_shape, x.shape)[:2] for layer_taps in taps(collection).values() for x, _ in layer_taps]
   return sum(n_out * n_in for n_out, n_in in shapes)
 

@@ -85,7 +85,29 @@ def _dense(rule, dtype) -> Callable[..., nn.Module]:
 
 
 class _Transformer(nn.Module):
-  """Fields both models share, and the stack of blocks."""
+  """The fields both models share, and their stack of blocks and head.
+
+  Attributes:
+    num_classes: output size (the vocabulary, for a language model).
+    width: model width.
+    num_layers: encoder blocks.
+    num_heads: attention heads.
+    mlp_dim: hidden size of each block's MLP.
+    activation: the MLP's nonlinearity ('gelu', 'relu', ...).
+    rule: the feedback rule of every Dense (a name or `wtfree.feedback.Rule`).
+    last_layer_bp: keep the head on backprop.
+    dtype: computation dtype; None follows the inputs. Logits are float32.
+  """
+
+  num_classes: int
+  width: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  activation: str = "gelu"
+  rule: str | feedback.Rule = "bp"
+  last_layer_bp: bool = False
+  dtype: Any = None
 
   def blocks(self, x: Array, causal: bool, mirror_pass: bool) -> Array:
     dense = _dense(self.rule, self.dtype)
@@ -108,28 +130,12 @@ class ViT(_Transformer):
   LayerNorm the tokens' mean goes to the ``head``.
 
   Attributes:
-    num_classes: output size.
     patch: side of the square patches; must divide the image's height and width.
-    width: model width.
-    num_layers: encoder blocks.
-    num_heads: attention heads.
-    mlp_dim: hidden size of each block's MLP.
-    activation: the MLP's nonlinearity ('gelu', 'relu', ...).
-    rule: the feedback rule of every Dense (a name or `wtfree.feedback.Rule`).
-    last_layer_bp: keep the head on backprop.
-    dtype: computation dtype; None follows the inputs. Logits are float32.
+    num_classes, width, num_layers, num_heads, mlp_dim, activation, rule,
+      last_layer_bp, dtype: as for every transformer here (see ``_Transformer``).
   """
 
-  num_classes: int
   patch: int = 4
-  width: int = 64
-  num_layers: int = 2
-  num_heads: int = 4
-  mlp_dim: int = 128
-  activation: str = "gelu"
-  rule: str | feedback.Rule = "bp"
-  last_layer_bp: bool = False
-  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool, mirror_pass: bool = False) -> Array:
@@ -153,23 +159,17 @@ class ViT(_Transformer):
 class CausalLM(_Transformer):
   """A decoder-only language model: token and position embeddings, causal blocks, head.
 
+  Inputs are token ids in ``[0, num_classes)``.
+
   Attributes:
-    num_classes: vocabulary size (inputs are token ids in ``[0, num_classes)``).
     max_length: longest sequence (size of the position embedding).
-    width, num_layers, num_heads, mlp_dim, activation, rule, last_layer_bp,
-      dtype: as for `ViT`.
+    mlp_dim: hidden size of each block's MLP (256 here).
+    num_classes, width, num_layers, num_heads, activation, rule,
+      last_layer_bp, dtype: as for `ViT`.
   """
 
-  num_classes: int
   max_length: int = 256
-  width: int = 64
-  num_layers: int = 2
-  num_heads: int = 4
   mlp_dim: int = 256
-  activation: str = "gelu"
-  rule: str | feedback.Rule = "bp"
-  last_layer_bp: bool = False
-  dtype: Any = None
 
   @nn.compact
   def __call__(self, tokens: Array, *, train: bool, mirror_pass: bool = False) -> Array:
