@@ -3,8 +3,8 @@
 Same layers, shapes, batch and optimizer as `step_time.BENCHES` (SGD,
 momentum 0.9, weight decay 1e-4; BatchNorm in training mode), built with
 ``torch.nn`` and trained with ``torch.optim.SGD``: what a researcher would
-write in PyTorch. Needs the optional ``[peers]`` extra (``pip install -e
-'.[peers]'``); `available` says whether PyTorch imports.
+write in PyTorch. Needs PyTorch, which no extra of the project installs
+yet (``pip install torch``); `available` says whether it imports.
 """
 
 import importlib.util
