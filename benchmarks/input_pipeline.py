@@ -85,19 +85,20 @@ class NormalisedSource:
     return {**batch, "image": preprocess.normalize(batch["image"], mean, std)}
 
 
-def _dataset(jpegs, batch: int, workers: int, output: str) -> Dataset:
+def dataset(jpegs, batch: int, workers: int, output: str, image_size: int = 224) -> Dataset:
+  """The ImageNet training pipeline over ``jpegs``: ``output`` 'uint8' or normalised 'float32' images."""
   recipe = tfds_sets.RECIPES["imagenet2012"]
-  source = tfds_sets.TfdsSource(JpegExamples(tuple(jpegs)), recipe, 224, train=True)
+  source = tfds_sets.TfdsSource(JpegExamples(tuple(jpegs)), recipe, image_size, train=True)
   if output == "float32":
     source = NormalisedSource(source)
-  splits = Splits(train=source, test=source, num_classes=1000, input_shape=(224, 224, 3),
+  splits = Splits(train=source, test=source, num_classes=1000, input_shape=(image_size, image_size, 3),
                   pixel_stats=None if output == "float32" else (recipe.mean, recipe.std))
   return Dataset(splits=splits, batch_size=batch, eval_batch_size=batch, workers=workers, prefetch=2)
 
 
 def images_per_second(jpegs, batch: int, workers: int, output: str, batches: int) -> dict:
   """Images/s of ``batches`` training batches after the first (which starts the workers)."""
-  it = _dataset(jpegs, batch, workers, output).train_batches(start_step=0)
+  it = dataset(jpegs, batch, workers, output).train_batches(start_step=0)
   first = next(it)
   start = time.perf_counter()
   for b in itertools.islice(it, batches):

@@ -17,11 +17,16 @@ interquartile range.
 
 Two references share the rounds: ``forward`` (the bp model's forward pass in
 training mode, batch statistics updated, no gradient) and ``mirror`` (wm's
-mirror pass alone, `train.mirror_only_step`), to check that a mirror pass
+mirror pass alone, `steps.mirror_only_step`), to check that a mirror pass
 costs no more than an extra forward pass. Two cheaper wm settings are timed
 alongside the Akrout one: uniform mirror noise, and a mirror batch a quarter
 of the training batch. XLA's own counts for each compiled step (flops, bytes
 accessed, temporary buffers) go into the JSON beside the times.
+
+When PyTorch is installed (``pip install -e '.[peers]'``), each model that
+has a plain PyTorch twin (`torch_peers`: the MLPs, ResNet-18, ResNet-20)
+is also trained in PyTorch in the same rounds, and every row carries its
+ratio to that step.
 
 ResNet-50 on 224x224 images runs only on a GPU, computing in bfloat16; its
 rows give the share of the chip's dense bf16 peak that XLA's flop count over
@@ -44,14 +49,16 @@ from typing import Any, Callable
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
-from wtfree import feedback
-from wtfree import models
-from wtfree import optim
-from wtfree import sharding
-from wtfree import train
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import torch_peers  # noqa: E402
+from wtfree import feedback  # noqa: E402
+from wtfree import models  # noqa: E402
+from wtfree import optim  # noqa: E402
+from wtfree import sharding  # noqa: E402
+from wtfree import steps  # noqa: E402
 
 RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "sa", "wm")
 REFERENCES = ("forward", "mirror")
@@ -126,9 +133,15 @@ FULL = Timing(rounds=15, round_seconds=0.5, min_steps=1, max_steps=200, warmup=2
 QUICK = Timing(rounds=2, round_seconds=0.02, min_steps=2, max_steps=5, warmup=1)
 
 
-def optimizer_config(batch: int) -> ml_collections.ConfigDict:
+class _Fields(dict):
+  """The config fields `optim.make` reads, as attributes: no ml_collections on a bare JAX image."""
+
+  __getattr__ = dict.__getitem__
+
+
+def optimizer_config(batch: int) -> _Fields:
   """The optimizer of the ResNet-20 CIFAR recipe: SGD, momentum 0.9, weight decay 1e-4."""
-  return ml_collections.ConfigDict({
+  return _Fields({
       "optimizer": "sgd",
       "learning_rate": 0.1,
       "scale_lr_by_batch": False,
@@ -166,12 +179,13 @@ class Timed:
       self.state = out[0] if isinstance(out, tuple) else out
     jax.block_until_ready(out)
 
-  def time_steps(self, n: int) -> float:
-    """Seconds per step over ``n`` steps, each blocked on."""
-    start = time.perf_counter()
-    for _ in range(n):
-      self.step()
-    return (time.perf_counter() - start) / n
+
+def time_steps(item, n: int) -> float:
+  """Seconds per step of ``item`` (a `Timed` or a `torch_peers.Step`) over ``n`` steps, each finished."""
+  start = time.perf_counter()
+  for _ in range(n):
+    item.step()
+  return (time.perf_counter() - start) / n
 
 
 def _costs(compiled) -> dict[str, float]:
@@ -202,8 +216,13 @@ def dfa_map_entries(bench: Bench) -> int:
   return feedback.direct.map_entries(shapes.get(feedback.direct.TAPS, {}), (1, bench.num_classes))
 
 
-def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Timed]:
-  """Compiles each rule's train step and the references for ``bench``."""
+def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0, peers: bool = True,
+          references: bool = True) -> list:
+  """Compiles each rule's train step for ``bench``, and with ``references`` the wm variants and references.
+
+  With ``peers``, and PyTorch installed, the bench's PyTorch twin
+  (`torch_peers.Step`) joins them as ``pytorch``.
+  """
   rng = np.random.default_rng(seed)
   local = {
       "image": rng.normal(size=(bench.batch, *bench.input_shape)).astype(np.float32),
@@ -214,37 +233,46 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0) -> list[Tim
   tx = optim.make(config, steps_per_epoch=100)
   items = []
   variants = [(rule, feedback.get_rule(rule), bench.batch) for rule in rules]
-  if "wm" in rules:
+  if "wm" in rules and references:
     for name, (noise, divisor) in WM_VARIANTS.items():
       if bench.batch % (divisor * mesh.size) == 0:
         variants.append((name, feedback.get_rule("wm", noise=noise), bench.batch // divisor))
   for name, rule, mirror_batch in variants:
     model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.model_options())
-    learner = train.make_learner(model, bench.input_shape, mirror_batch_size=mirror_batch, mesh=mesh)
-    state = train.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
+    learner = steps.make_learner(model, bench.input_shape, mirror_batch_size=mirror_batch, mesh=mesh)
+    state = steps.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
     step = jax.jit(
-        functools.partial(train.train_step, model=model, tx=tx, task="classification", learner=learner,
+        functools.partial(steps.train_step, model=model, tx=tx, task="classification", learner=learner,
                           weight_decay_rate=optim.weight_decay_rate(config, 100)),
         donate_argnums=0,
     )
     items.append(Timed(name, step, state, batch, donates=True))
     logging.info("%s %s compiled in %.1f s", bench.name, name, items[-1].compile_s)
-    if rule.mirrored and name in rules:
-      mirror_step = jax.jit(functools.partial(train.mirror_only_step, learner=learner), donate_argnums=0)
-      wm_state = train.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
+    if rule.mirrored and name in rules and references:
+      mirror_step = jax.jit(functools.partial(steps.mirror_only_step, learner=learner), donate_argnums=0)
+      wm_state = steps.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
       items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
+  if references:
+    items.append(_forward(bench, mesh, seed, batch))
+  if peers and torch_peers.available() and torch_peers.has_twin(bench):
+    items.append(torch_peers.Step(bench, seed))
+  return items
+
+
+def _forward(bench: Bench, mesh, seed: int, batch) -> Timed:
+  """The bp model's forward pass in training mode, batch statistics updated."""
+  config = optimizer_config(bench.batch)
   model = models.get_model(bench.model, num_classes=bench.num_classes, rule="bp", **bench.model_options())
-  state = train.create_train_state(model, tx, bench.input_shape, seed, mesh)
+  state = steps.create_train_state(model, optim.make(config, steps_per_epoch=100), bench.input_shape, seed, mesh)
 
   def forward(variables, batch):
     return model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
 
-  items.append(Timed("forward", jax.jit(forward), state.variables(), batch, donates=False))
-  return items
+  return Timed("forward", jax.jit(forward), state.variables(), batch, donates=False)
 
 
 # The rule each reference row belongs to; the wm variants belong to wm.
-_REFERENCE_RULES = {"forward": "bp", "mirror": "wm"}
+_REFERENCE_RULES = {"forward": "bp", "mirror": "wm", "pytorch": "bp"}
 
 
 def _quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -258,13 +286,13 @@ def measure(items: list[Timed], timing: Timing) -> dict[str, list[float]]:
   for item in items:
     for _ in range(timing.warmup):
       item.step()
-    once = item.time_steps(1)
+    once = time_steps(item, 1)
     steps[item.name] = int(min(timing.max_steps, max(timing.min_steps, math.ceil(timing.round_seconds / once))))
   times: dict[str, list[float]] = {item.name: [] for item in items}
   for r in range(timing.rounds):
     shift = r % len(items)
     for item in items[shift:] + items[:shift]:
-      times[item.name].append(item.time_steps(steps[item.name]))
+      times[item.name].append(time_steps(item, steps[item.name]))
   return {"seconds": times, "steps": steps}
 
 
@@ -290,8 +318,9 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
     q25, median, q75 = _quantiles(ms)
     row = {
         "model": bench.name,
-        "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS) else item.name,
+        "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS, "pytorch") else item.name,
         "rule": item.name if item.name in RULES else _REFERENCE_RULES.get(item.name, "wm"),
+        "framework": "pytorch" if item.name == "pytorch" else "wtfree",
         "mirror_batch": bench.batch // WM_VARIANTS.get(item.name, ("", 1))[1],
         "mirror_noise": WM_VARIANTS.get(item.name, ("gaussian",))[0],
         "setup": bench.describe(),
@@ -310,8 +339,8 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
     }
     if peak and bench.dtype == "bfloat16" and "flops" in row:
       row["bf16_peak_share"] = row["flops"] / (median / 1e3) / peak
-    for base in ("bp", "forward"):
-      if base in seconds and (base == "bp") == (row["kind"] == "train_step"):
+    for base in ("bp", "forward", "pytorch"):
+      if base in seconds and (base == "forward") == (row["kind"] != "train_step"):
         ratios = [a / b for a, b in zip(seconds[item.name], seconds[base])]
         r25, r50, r75 = _quantiles(ratios)
         row.update({f"ratio_to_{base}": r50, f"ratio_to_{base}_q25": r25, f"ratio_to_{base}_q75": r75})
@@ -347,6 +376,7 @@ def environment(quick: bool, timing: Timing) -> dict[str, Any]:
       "rounds": timing.rounds,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "optimizer": "sgd, momentum 0.9, weight decay 1e-4",
+      "pytorch": torch_peers.version() if torch_peers.available() else None,
       "rule_options": (
           "each rule's defaults (usf magnitude rms, sc p=1.0, wm decay 0.02, Gaussian noise, 1 mirror pass "
           "of the batch size; wm variants: uniform noise, and a mirror batch of a quarter of the batch)"
@@ -370,32 +400,38 @@ def markdown(env: dict, rows: list[dict]) -> str:
       f"Optimizer {env['optimizer']}; rule options {env['rule_options']}.",
       "Medians over rounds, [interquartile range]; ratios are paired per round. "
       "*mirror* is wm's mirror pass alone, its ratio to *forward*, the bp forward pass in training mode.",
+      *([f"*PyTorch* is the same model, batch and optimizer in plain PyTorch {env['pytorch']}, "
+         "timed in the same rounds; *x PyTorch* is a step's time over its time."] if env.get("pytorch") else []),
       *(f"Skipped: {note}." for note in env.get("skipped", ())),
       "",
   ]
   for model in dict.fromkeys(r["model"] for r in rows):
     mrows = [r for r in rows if r["model"] == model]
     peak = any("bf16_peak_share" in r for r in mrows)
+    peer = any("ratio_to_pytorch" in r for r in mrows)
     lines += [
         f"## {model}: {mrows[0]['setup']}",
         "",
-        "| rule | ms/step | [IQR] | examples/s | x bp [IQR] | GFLOP | GB accessed | compile s |"
-        + (" % of bf16 peak |" if peak else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak else ""),
+        "| rule | ms/step | [IQR] | examples/s | x bp [IQR] |" + (" x PyTorch [IQR] |" if peer else "")
+        + " GFLOP | GB accessed | compile s |" + (" % of bf16 peak |" if peak else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|" if peer else "") + "---:|---:|---:|" + ("---:|" if peak else ""),
     ]
     for r in mrows:
       name = r["rule"] if r["kind"] == "train_step" else f"*{r['kind']}* ({r['rule']})"
+      if r["framework"] != "wtfree":
+        name = "*PyTorch*, plain torch.nn (bp)"
       if r["mirror_noise"] != "gaussian":
         name += f", {r['mirror_noise']} noise"
       if r["mirror_batch"] != r["batch"]:
         name += f", mirror batch {r['mirror_batch']}"
       ratio = _fmt_ratio(r, "bp") or (f"{_fmt_ratio(r, 'forward')} x fwd" if r["kind"] == "mirror" else "")
+      to_peer = f" {_fmt_ratio(r, 'pytorch')} |" if peer else ""
       gflop = f"{r['flops'] / 1e9:.2f}" if "flops" in r else ""
       gbytes = f"{r['bytes_accessed'] / 1e9:.2f}" if "bytes_accessed" in r else ""
       share = f" {100 * r['bf16_peak_share']:.1f} |" if "bf16_peak_share" in r else (" |" if peak else "")
       lines.append(
           f"| {name} | {r['ms_per_step']:.2f} | [{r['ms_q25']:.2f}, {r['ms_q75']:.2f}] | "
-          f"{r['examples_per_s']:.0f} | {ratio} | {gflop} | {gbytes} | {r['compile_s']:.1f} |{share}"
+          f"{r['examples_per_s']:.0f} | {ratio} |{to_peer} {gflop} | {gbytes} | {r['compile_s']:.1f} |{share}"
       )
     lines.append("")
   return "\n".join(lines)

@@ -1,14 +1,14 @@
 """Plain PyTorch versions of the step-time models, timed beside wtfree's.
 
-Same layers, shapes, batch and optimizer as `step_time.BENCHES` (SGD,
+Same layers, shapes, batch and optimizer as a `step_time.Bench` (SGD,
 momentum 0.9, weight decay 1e-4; BatchNorm in training mode), built with
 ``torch.nn`` and trained with ``torch.optim.SGD``: what a researcher would
-write in PyTorch. Needs PyTorch, which no extra of the project installs
-yet (``pip install torch``); `available` says whether it imports.
+write in PyTorch. Needs PyTorch (``pip install -e '.[peers]'``);
+`available` says whether it imports.
 """
 
 import importlib.util
-import time
+import math
 
 
 def available() -> bool:
@@ -52,32 +52,50 @@ def _resnet(stage_sizes, num_filters, imagenet_stem, num_classes):
   return nn.Sequential(*layers)
 
 
-def make_model(name: str, num_classes: int):
-  """The PyTorch twin of a `step_time.BENCHES` model: 'mlp', 'resnet18' or 'resnet20'."""
+_ACTIVATIONS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+# The registry's ResNets that have a twin: (stage sizes, stem filters, ImageNet stem).
+_RESNETS = {"resnet18": ((2, 2, 2, 2), 64, True), "resnet20": ((3, 3, 3), 16, False),
+            "resnet_tiny": ((1, 1), 8, False)}
+
+
+def has_twin(bench) -> bool:
+  """Whether `make_model` builds ``bench``'s model: plain MLPs and the ResNets above, in float32."""
+  if bench.dtype != "float32":
+    return False
+  if bench.model == "mlp":
+    return set(bench.options) <= {"widths", "activation"} and bench.options.get("activation", "relu") in _ACTIVATIONS
+  return bench.model in _RESNETS and not bench.options
+
+
+def make_model(bench):
+  """The PyTorch twin of a `step_time.Bench`'s model (see `has_twin`)."""
   from torch import nn  # pylint: disable=g-import-not-at-top
 
-  if name == "mlp":
-    return nn.Sequential(nn.Linear(784, 1000), nn.Sigmoid(), nn.Linear(1000, num_classes))
-  if name == "resnet18":
-    return _resnet((2, 2, 2, 2), 64, True, num_classes)
-  if name == "resnet20":
-    return _resnet((3, 3, 3), 16, False, num_classes)
-  raise ValueError(f"no PyTorch twin of model {name!r}; there are mlp, resnet18 and resnet20")
+  if not has_twin(bench):
+    raise ValueError(f"no PyTorch twin of {bench.describe()}")
+  if bench.model == "mlp":
+    layers, width = [], math.prod(bench.input_shape)
+    for hidden in bench.options.get("widths", (256,)):
+      layers += [nn.Linear(width, hidden), getattr(nn, _ACTIVATIONS[bench.options.get("activation", "relu")])()]
+      width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, bench.num_classes))
+  return _resnet(*_RESNETS[bench.model], bench.num_classes)
 
 
 class Step:
-  """One PyTorch training step of a model on a fixed random batch, timed like `step_time.Timed`."""
+  """One PyTorch training step of a bench's model on a fixed random batch."""
 
-  def __init__(self, name: str, input_shape: tuple[int, ...], batch: int, num_classes: int, seed: int = 0):
+  def __init__(self, bench, seed: int = 0):
     import torch  # pylint: disable=g-import-not-at-top
 
     torch.manual_seed(seed)
     self.name = "pytorch"
-    self.model = make_model(name, num_classes).train()
+    self.model = make_model(bench).train()
+    shape = bench.input_shape
     # Images as PyTorch takes them: channels first.
-    shape = (batch, input_shape[-1], *input_shape[:-1]) if len(input_shape) == 3 else (batch, *input_shape)
+    shape = (bench.batch, shape[-1], *shape[:-1]) if len(shape) == 3 else (bench.batch, *shape)
     self.inputs = torch.randn(shape)
-    self.labels = torch.arange(batch) % num_classes
+    self.labels = torch.arange(bench.batch) % bench.num_classes
     self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     self.loss = torch.nn.CrossEntropyLoss()
     self.compile_s = 0.0
@@ -89,9 +107,9 @@ class Step:
     self.loss(self.model(self.inputs), self.labels).backward()
     self.optimizer.step()
 
-  def time_steps(self, n: int) -> float:
-    """Seconds per step over ``n`` steps."""
-    start = time.perf_counter()
-    for _ in range(n):
-      self.step()
-    return (time.perf_counter() - start) / n
+
+def version() -> str:
+  """PyTorch's version and thread count."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  return f"{torch.__version__}, {torch.get_num_threads()} threads"

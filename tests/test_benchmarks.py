@@ -4,6 +4,8 @@ import importlib.util
 import json
 import math
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -23,9 +25,19 @@ def test_quick_run_writes_a_row_per_rule_and_model(tmp_path):
   step_time.main(["--out", str(tmp_path), "--quick"])
   record = json.loads((tmp_path / "step_time.json").read_text())
   rows = record["rows"]
+  peers = [r for r in rows if r["framework"] == "pytorch"]
+  rows = [r for r in rows if r["framework"] == "wtfree"]
   steps = [r for r in rows if r["kind"] == "train_step"]
   models = {r["model"] for r in rows}
   assert models == {step_time.QUICK_BENCHES[n].name for n in step_time.QUICK_DEFAULT}
+  # With PyTorch installed, each model's twin is timed in the same rounds.
+  if step_time.torch_peers.available():
+    assert sorted(r["model"] for r in peers) == sorted(models)
+    assert all(r["ratio_to_pytorch"] == 1.0 and r["ratio_to_bp"] > 0 for r in peers)
+    assert all(math.isfinite(r["ratio_to_pytorch"]) and r["ratio_to_pytorch"] > 0 for r in steps)
+    assert "| *PyTorch*, plain torch.nn (bp) |" in (tmp_path / "step_time.md").read_text()
+  else:
+    assert not peers
   plain = [r for r in steps if r["mirror_noise"] == "gaussian" and r["mirror_batch"] == r["batch"]]
   assert sorted((r["model"], r["rule"]) for r in plain) == sorted(
       (m, rule) for m in models for rule in step_time.RULES
@@ -100,3 +112,34 @@ def test_input_pipeline_quick_run_times_uint8_and_float32_per_worker_count(tmp_p
   assert rows["uint8", 0]["bytes_per_image"] * 4 == rows["float32", 0]["bytes_per_image"] == 224 * 224 * 3 * 4
   assert all(r["images_per_second"] > 0 for r in rows.values())
   assert (tmp_path / "input_pipeline.md").read_text().count("\n") == 2 + len(rows)
+
+
+@pytest.mark.slow
+def test_accelerator_check_tiny_mode_times_each_rule_and_the_pipeline_fed_step(tmp_path):
+  accelerator = _benchmark("accelerator")
+  record = accelerator.run(str(tmp_path), tiny=True)
+  assert json.loads((tmp_path / "accelerator.json").read_text()) == json.loads(json.dumps(record))
+  rows = {r["rule"]: r for r in record["rows"]}
+  assert sorted(rows) == sorted(accelerator.RULES)
+  for r in rows.values():
+    assert r["dtype"] == "bfloat16" and math.isfinite(r["ms_per_step"]) and r["ms_per_step"] > 0
+    assert r["ratio_to_bp"] > 0 and r["xla_memory_bytes"] > 0
+  assert rows["bp"]["ratio_to_bp"] == 1.0
+  fed = record["pipeline_fed"]
+  assert fed["images_per_second"] > 0 and record["pipeline_note"] is None
+  table = (tmp_path / "accelerator.md").read_text()
+  assert all(f"| {rule} |" in table for rule in accelerator.RULES) and "fed by the input pipeline" in table
+
+
+def test_accelerator_check_imports_only_what_a_bare_jax_image_has():
+  # The GPU image has jax, flax, optax and orbax, and none of these.
+  code = (
+      "import sys\n"
+      "for m in ('ml_collections', 'grain', 'tensorflow_datasets', 'tensorboardX', 'torch', 'PIL'):\n"
+      "  sys.modules[m] = None\n"
+      f"sys.path.insert(0, {str(_PATH.parent)!r})\n"
+      "import accelerator\n"
+      "print(accelerator._pipeline_missing())\n"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+  assert out.stdout.strip() == "grain and PIL not installed"

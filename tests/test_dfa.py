@@ -18,6 +18,7 @@ from wtfree import models
 from wtfree import nn as wnn
 from wtfree import optim
 from wtfree import sharding
+from wtfree import steps
 from wtfree import train
 
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -37,7 +38,7 @@ def test_hidden_gradients_are_the_broadcast_error_times_the_derivative():
 
   def loss(params):
     outputs, _ = train.apply_for_loss(model, {**variables, "params": params}, x, rngs={}, mutable=[])
-    return jnp.mean(train._loss("classification", outputs, labels))
+    return jnp.mean(steps._loss("classification", outputs, labels))
 
   grads = jax.grad(loss)(variables["params"])
 

@@ -13,7 +13,7 @@ from configs import lm_pydoc
 from configs import vit_digits
 from wtfree import feedback
 from wtfree import models
-from wtfree import train
+from wtfree import steps
 from wtfree.data import text
 from wtfree.experiments import common
 
@@ -89,10 +89,10 @@ def _compare(model, reference, x, labels, task, patch_shape=None):
       jax.eval_shape(lambda: reference.init(jax.random.key(1), x))["params"])
 
   def loss(p):
-    return jnp.mean(train._loss(task, model.apply({"params": p}, x, train=True), labels))
+    return jnp.mean(steps._loss(task, model.apply({"params": p}, x, train=True), labels))
 
   def ref_loss(p):
-    return jnp.mean(train._loss(task, reference.apply({"params": p}, x), labels))
+    return jnp.mean(steps._loss(task, reference.apply({"params": p}, x), labels))
 
   (value, grads), (ref_value, ref_grads) = jax.jit(lambda p, q: (
       jax.value_and_grad(loss)(p), jax.value_and_grad(ref_loss)(q)))(params, ref_params)

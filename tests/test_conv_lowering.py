@@ -1,0 +1,136 @@
+"""The CPU's convolution lowerings compute XLA's convolution, for every rule."""
+
+import functools
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from wtfree import feedback
+from wtfree import nn as wnn
+from wtfree import optim
+from wtfree import sharding
+from wtfree import train
+from wtfree.feedback import conv_lowering
+
+# (image, channels in, out, window, strides, padding, feature groups,
+#  the CPU plan's (output, input grad, kernel grad) lowerings as x/m).
+CASES = [
+    (9, 3, 4, 3, 1, "SAME", 1, "xxm"),
+    (9, 3, 4, 3, 2, "SAME", 1, "xmm"),
+    (9, 3, 4, 3, 1, "VALID", 1, "xxm"),
+    (10, 3, 4, 3, 2, "VALID", 1, "xmm"),
+    (9, 3, 4, 3, 2, ((2, 0), (1, 1)), 1, "xmm"),
+    (8, 3, 4, 1, 1, "SAME", 1, "mmm"),
+    (8, 3, 4, 1, 2, "VALID", 1, "mmm"),
+    (11, 3, 4, 7, 2, ((3, 3), (3, 3)), 1, "xmm"),
+    (12, 2, 3, 7, 1, "SAME", 1, "xxm"),
+    (2, 5, 4, 3, 1, "SAME", 1, "mmm"),  # window wider than the image
+    (2, 5, 4, 3, 2, "SAME", 1, "mmm"),
+    (1, 5, 4, 3, 1, "SAME", 1, "mmm"),  # only the centre tap reads the image
+    (4, 5, 4, 3, 1, ((1, 1), (1, 1)), 1, "mmm"),
+    (9, 4, 6, 3, 2, "SAME", 2, None),  # feature groups keep XLA's convolution
+]
+
+
+def _reference(x, w, strides, padding, groups):
+  return lax.conv_general_dilated(
+      x, w, (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=groups, precision="highest",
+  )
+
+
+def _plan_letters(image, window, strides, padding):
+  pads = lax.padtype_to_pads((image, image), (window, window), (strides, strides), padding) if isinstance(
+      padding, str) else padding
+  geometry = conv_lowering.Geometry((strides, strides), tuple(map(tuple, pads)), None, (image, image),
+                                    (window, window))
+  plan = conv_lowering.cpu_plan(geometry)
+  return "".join(d[0] for d in (plan.output, plan.input_grad, plan.kernel_grad))
+
+
+@pytest.mark.parametrize("image, cin, cout, window, strides, padding, groups, plan", CASES)
+def test_outputs_and_both_gradients_equal_xlas_convolution(image, cin, cout, window, strides, padding, groups,
+                                                            plan, monkeypatch):
+  if plan is not None:
+    assert _plan_letters(image, window, strides, padding) == plan
+  rng = np.random.default_rng(0)
+  # 6 examples, two a chunk: the kernel gradient runs over chunks of the batch.
+  x = rng.normal(size=(6, image, image, cin)).astype(np.float32)
+  w = rng.normal(size=(window, window, cin // groups, cout)).astype(np.float32)
+  monkeypatch.setattr(conv_lowering, "CHUNK_BYTES", 2 * image * image * window * window * cin * 4)
+  ours = functools.partial(feedback.conv_op, strides=strides, padding=padding, feature_group_count=groups,
+                           precision="highest")
+  reference = functools.partial(_reference, strides=strides, padding=padding, groups=groups)
+  g = rng.normal(size=jax.eval_shape(reference, x, w).shape).astype(np.float32)
+
+  @jax.jit
+  def both(x, w, g):
+    def outputs_and_grads(conv):
+      y, vjp = jax.vjp(conv, x, w)
+      return (y, *vjp(g))
+    return outputs_and_grads(ours), outputs_and_grads(reference)
+
+  got, want = both(x, w, g)
+  for name, a, b in zip(("output", "input gradient", "kernel gradient"), got, want):
+    scale = float(jnp.max(jnp.abs(b)))
+    np.testing.assert_allclose(a, b, atol=2e-5 * scale, rtol=0, err_msg=name)
+
+
+class _ConvNet(nn.Module):
+  """A strided 3x3 (XLA's output, the matmul's gradients), then a 3x3 over
+  the 2x2 image that leaves (the matmul throughout, taps that read only
+  padding dropped)."""
+
+  rule: str = "bp"
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = True, mirror_pass: bool = False):
+    conv = functools.partial(wnn.Conv, use_bias=False, rule=self.rule, mirror_activation=nn.relu)
+    x = nn.relu(conv(4, (3, 3), strides=4, name="strided")(x, mirror_pass=mirror_pass))
+    x = nn.relu(conv(6, (3, 3), name="small_image")(x, mirror_pass=mirror_pass))
+    return wnn.Dense(3, rule=self.rule, name="head")(x.mean(axis=(1, 2)), mirror_pass=mirror_pass)
+
+
+def _one_step(rule: str):
+  """The state before and after one train step of `_ConvNet` under ``rule``, and its metrics."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  model = _ConvNet(rule)
+  config = ml_collections.ConfigDict({
+      "optimizer": "sgd", "learning_rate": 0.5, "scale_lr_by_batch": False, "momentum": 0.0,
+      "nesterov": False, "weight_decay": 0.0, "batch_manhattan": False, "schedule": "constant",
+      "warmup_epochs": 0.0, "mirror_epochs": 0.0, "num_epochs": 1.0, "batch_size": 4,
+  })
+  tx = optim.make(config, steps_per_epoch=10)
+  learner = train.make_learner(model, (8, 8, 2), mirror_batch_size=4, mesh=mesh)
+  state = train.create_train_state(model, tx, (8, 8, 2), 0, mesh, learner)
+  batch = {"image": jax.random.normal(jax.random.key(3), (4, 8, 8, 2)), "label": jnp.arange(4) % 3}
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, task="classification", learner=learner))
+  before = jax.device_get(state)
+  return (before, *jax.device_get(step(state, sharding.global_batch(batch, mesh))))
+
+
+# The default run takes sa, whose B learns by a gradient taken through the
+# convolution's input gradient; the rest run with -m slow.
+_DEFAULT_RULES = ("sa",)
+
+
+@pytest.mark.parametrize(
+    "rule", [r if r in _DEFAULT_RULES else pytest.param(r, marks=pytest.mark.slow) for r in feedback.names()]
+)
+def test_every_rule_takes_the_step_it_takes_with_xlas_convolutions(rule, monkeypatch):
+  before, ours, ours_metrics = _one_step(rule)
+  monkeypatch.setattr(conv_lowering, "cpu_plan", lambda geometry: conv_lowering.Plan("xla", "xla", "xla"))
+  _, xla, xla_metrics = _one_step(rule)
+  for name, a, b in [("params", ours.params, xla.params), ("feedback", ours.feedback, xla.feedback),
+                     ("metrics", ours_metrics, xla_metrics)]:
+    assert jax.tree.structure(a) == jax.tree.structure(b), name
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=name), a, b)
+  # The step moved the first convolution's weights (shallow trains only the
+  # head): equal steps are a finding, not two no-ops.
+  moved = np.max(np.abs(ours.params["strided"]["kernel"] - before.params["strided"]["kernel"]))
+  assert (moved > 1e-5) != (rule == "shallow")

@@ -1,0 +1,227 @@
+"""2-d convolutions lowered per direction for XLA:CPU.
+
+XLA:CPU's convolutions are fast for most shapes but slow, by an order of
+magnitude, for a few that conv nets are full of: 1x1 kernels, windows wider
+than the image (the last stages of a ResNet on 32x32 inputs), and the input
+gradient of a strided convolution. For those, an im2col lowering (the
+image's shifted, strided views side by side on the channel axis, then one
+matmul with the kernel) is the faster one. Each of the three directions
+(output, input gradient, kernel gradient) picks its lowering by shape; both
+lowerings compute the same linear map, so no gradient changes, only the
+order of a float sum. On GPU and TPU every direction is XLA's own
+convolution.
+"""
+
+from collections.abc import Sequence
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+XLA = "xla"
+MATMUL = "matmul"
+# Images this wide or narrower take the matmul in every direction.
+SMALL_IMAGE = 4
+# The kernel gradient's matmul runs over chunks of the batch whose patches
+# take about this many bytes, so that they stay in the cache instead of
+# making a round trip through memory.
+CHUNK_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """The static shape of one 2-d convolution (NHWC input, HWIO kernel)."""
+
+  strides: tuple[int, int]
+  padding: tuple[tuple[int, int], tuple[int, int]]
+  precision: Any
+  image: tuple[int, int]
+  window: tuple[int, int]
+
+  @property
+  def output(self) -> tuple[int, int]:
+    return tuple(
+        (size + lo + hi - k) // s + 1
+        for size, (lo, hi), k, s in zip(self.image, self.padding, self.window, self.strides)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Which lowering each direction of a convolution takes on the CPU."""
+
+  output: str
+  input_grad: str
+  kernel_grad: str
+
+
+def cpu_plan(geometry: Geometry) -> Plan:
+  """The faster lowering per direction on XLA:CPU, by the convolution's shape."""
+  pointwise = geometry.window == (1, 1)
+  small_image = min(geometry.image) <= SMALL_IMAGE or any(
+      k > size for k, size in zip(geometry.window, geometry.image)
+  )
+  strided = geometry.strides != (1, 1)
+  return Plan(
+      output=MATMUL if pointwise or small_image else XLA,
+      input_grad=MATMUL if pointwise or small_image or strided else XLA,
+      kernel_grad=MATMUL,
+  )
+
+
+def conv2d(
+    x: Array,
+    w: Array,
+    *,
+    strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    precision=None,
+) -> Array:
+  """``lax.conv_general_dilated`` (NHWC, HWIO, no dilation, one group), lowered per direction.
+
+  Args:
+    x: inputs ``[N, H, W, C]``.
+    w: kernel ``[kh, kw, C, O]``.
+    strides: the window's two strides.
+    padding: 'SAME', 'VALID' or two ``(low, high)`` pairs.
+    precision: passed to the convolution or the matmul.
+
+  Returns:
+    ``[N, H_out, W_out, O]``.
+  """
+  image, window = tuple(x.shape[1:3]), tuple(w.shape[:2])
+  strides = tuple(strides)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(image, window, strides, padding)
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  geometry = Geometry(strides, padding, precision, image, window)
+  return _conv2d(x, w, geometry)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv2d(x, w, geometry):
+  return _on_platform(geometry, lambda plan: plan.output)(x, w)
+
+
+def _conv2d_fwd(x, w, geometry):
+  return _conv2d(x, w, geometry), (x, w)
+
+
+def _conv2d_bwd(geometry, residuals, g):
+  x, w = residuals
+  input_lowering = _on_platform(geometry, lambda plan: plan.input_grad)
+  (dx,) = jax.vjp(lambda x_: input_lowering(x_, w), x)[1](g)
+  return dx, _kernel_grad(x, w, g, geometry)
+
+
+_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def _kernel_grad(x: Array, w: Array, g: Array, geometry: Geometry) -> Array:
+  """The kernel's cotangent, on the CPU as matmuls over chunks of the batch."""
+
+  def xla(x, g):
+    return jax.vjp(lambda w_: _xla(x, w_, geometry), w)[1](g)[0]
+
+  def chunked_matmul(x, g):
+    chunk = _chunk(x.shape[0], _patch_bytes(x, geometry))
+    if chunk == x.shape[0]:
+      return jax.vjp(lambda w_: _matmul(x, w_, geometry), w)[1](g)[0]
+
+    def add_chunk(total, chunk_xg):
+      x_, g_ = chunk_xg
+      dw = jax.vjp(lambda w_: _matmul(x_, w_, geometry), w)[1](g_)[0]
+      return total + dw.astype(total.dtype), None
+
+    split = lambda a: jnp.reshape(a, (-1, chunk, *a.shape[1:]))
+    total = jnp.zeros(w.shape, jnp.promote_types(w.dtype, jnp.float32))
+    return lax.scan(add_chunk, total, (split(x), split(g)))[0].astype(w.dtype)
+
+  if cpu_plan(geometry).kernel_grad == XLA:
+    return xla(x, g)
+  return lax.platform_dependent(x, g, cpu=chunked_matmul, default=xla)
+
+
+def _patch_bytes(x: Array, geometry: Geometry) -> int:
+  """Bytes of one example's im2col patches."""
+  out_h, out_w = geometry.output
+  return out_h * out_w * len(_taps(geometry)) * x.shape[-1] * jnp.dtype(x.dtype).itemsize
+
+
+def _chunk(batch: int, bytes_per_example: int) -> int:
+  """The largest divisor of ``batch`` whose examples' patches fit in `CHUNK_BYTES`."""
+  most = max(1, CHUNK_BYTES // max(1, bytes_per_example))
+  return max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
+
+
+def _on_platform(geometry: Geometry, direction):
+  """``f(x, w)`` by the lowering the CPU plan picks for ``direction``, XLA's elsewhere."""
+  xla = functools.partial(_xla, geometry=geometry)
+  if direction(cpu_plan(geometry)) == XLA:
+    return xla
+  matmul = functools.partial(_matmul, geometry=geometry)
+  return lambda x, w: lax.platform_dependent(x, w, cpu=matmul, default=xla)
+
+
+def _xla(x: Array, w: Array, geometry: Geometry) -> Array:
+  return lax.conv_general_dilated(
+      x,
+      w,
+      window_strides=geometry.strides,
+      padding=geometry.padding,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=geometry.precision,
+  )
+
+
+def _taps(geometry: Geometry) -> list[tuple[int, int]]:
+  """The window offsets whose reads are not all padding."""
+  (out_h, out_w) = geometry.output
+  (sh, sw) = geometry.strides
+  ((top, _), (left, _)) = geometry.padding
+  (h, w) = geometry.image
+
+  def reads_image(offset, low, stride, size, out):
+    rows = range(offset - low, offset - low + stride * out, stride)
+    return any(0 <= r < size for r in rows)
+
+  kh, kw = geometry.window
+  return [
+      (i, j)
+      for i in range(kh)
+      for j in range(kw)
+      if reads_image(i, top, sh, h, out_h) and reads_image(j, left, sw, w, out_w)
+  ]
+
+
+def _matmul(x: Array, w: Array, geometry: Geometry) -> Array:
+  """The convolution as im2col and one matmul; taps that read only padding are left out."""
+  n, _, _, c = x.shape
+  out_h, out_w = geometry.output
+  sh, sw = geometry.strides
+  taps = _taps(geometry)
+  if not taps:
+    return jnp.zeros((n, out_h, out_w, w.shape[-1]), jnp.result_type(x, w))
+  padded = jnp.pad(x, ((0, 0), *geometry.padding, (0, 0)))
+  views = [
+      lax.slice(
+          padded,
+          (0, i, j, 0),
+          (n, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, c),
+          (1, sh, sw, 1),
+      )
+      for i, j in taps
+  ]
+  patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+  if len(taps) == w.shape[0] * w.shape[1]:
+    kernel = jnp.reshape(w, (-1, w.shape[-1]))
+  else:
+    kernel = jnp.concatenate([w[i, j] for i, j in taps], axis=0)
+  return lax.dot_general(
+      patches, kernel, (((3,), (0,)), ((), ())), precision=geometry.precision
+  )

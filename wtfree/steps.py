@@ -1,0 +1,301 @@
+"""The train state, its builder, and the jitted train, eval, mirror and alignment steps.
+
+Everything a training loop compiles, and nothing about data, checkpoints or
+logs: `wtfree.train`'s loop, the benchmarks and a user's own loop all take
+their steps from here.
+"""
+
+import math
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from wtfree import feedback
+from wtfree import learning
+from wtfree import metrics
+from wtfree import replicas
+from wtfree import sharding
+
+Array = jax.Array
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a run needs to continue: a pure pytree, checkpointed whole.
+
+  Attributes:
+    step: steps taken (mirror-only steps included); also the data position.
+    params: W per layer (and the alignment losses' B), BatchNorm scales and biases.
+    feedback: the ``feedback`` collection (fixed random B, magnitudes, kp's
+      offset, wm's B).
+    batch_stats: BatchNorm running statistics.
+    opt_state: the optax state.
+    rng: raw key data; each step folds in its step number.
+  """
+
+  step: Array
+  params: Any
+  feedback: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: Array
+
+  def variables(self) -> dict:
+    """The model's variables, as ``Module.apply`` takes them."""
+    return {"params": self.params, "feedback": self.feedback, "batch_stats": self.batch_stats}
+
+  def key(self, stream: int) -> Array:
+    """A key for this step and ``stream`` (0 feedback, 1 mirror, 2 dropout, 3 perturbation noise)."""
+    key = jax.random.wrap_key_data(self.rng)
+    return jax.random.fold_in(jax.random.fold_in(key, self.step), stream)
+
+
+class DivergenceError(FloatingPointError):
+  """Training produced a non-finite loss."""
+
+
+def _loss(task: str, outputs: Array, labels: Array) -> Array:
+  """Per-example loss: cross entropy (a sequence's mean over positions), or half the squared error."""
+  if task == "regression":
+    return 0.5 * jnp.sum(jnp.square(outputs - labels), axis=-1)
+  if task == "language_model":
+    return jnp.mean(metrics.cross_entropy(outputs, labels), axis=-1)
+  return metrics.cross_entropy(outputs, labels)
+
+
+def _correct(task: str, outputs: Array, labels: Array, k: int) -> Array:
+  """Per-example top-k accuracy (a sequence's fraction of positions)."""
+  correct = metrics.topk_correct(outputs, labels, k)
+  return jnp.mean(correct, axis=-1) if task == "language_model" else correct
+
+
+def apply_for_loss(model, variables, x, *, rngs, mutable: list[str]) -> tuple[Array, dict]:
+  """``model.apply`` in training mode, its output joined to any dfa taps.
+
+  Under ``dfa`` the layers' taps are connected to the output
+  (`feedback.connect`), so that the output error reaches every layer; for
+  other rules the taps collection is empty and this is a plain apply.
+  """
+  outputs, updated = model.apply(
+      variables, x, train=True, rngs=rngs, mutable=[*mutable, feedback.direct.TAPS]
+  )
+  taps = updated.pop(feedback.direct.TAPS, {})
+  if taps:
+    outputs = feedback.connect(outputs, taps, model.rule)
+  return outputs, updated
+
+
+def _batch_loss(model, variables, batch: dict, task: str, rngs) -> tuple[Array, tuple[Array, dict]]:
+  """The mean training loss of ``batch``, with the outputs and the updated BatchNorm statistics."""
+  outputs, updated = apply_for_loss(model, variables, batch["image"], rngs=rngs, mutable=["batch_stats"])
+  return jnp.mean(_loss(task, outputs, batch["label"])), (outputs, updated)
+
+
+def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
+  """For a rule that estimates gradients: ``losses(params, perturbations)`` and zero perturbations.
+
+  ``losses`` gives the per-example loss, the outputs with the updated
+  BatchNorm statistics, and each layer's output in the perturbations' tree.
+  """
+  x, labels = batch["image"], batch["label"]
+  zeros = model.apply(variables, x, train=True, rngs=rngs, mutable=["perturbations", "batch_stats"])[1]["perturbations"]
+
+  def losses(params, perturbations):
+    outputs, updated = model.apply({**variables, "params": params, "perturbations": perturbations}, x, train=True,
+                                   rngs=rngs, mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+    captured = flax.traverse_util.flatten_dict(flax.core.unfreeze(updated.pop("intermediates")))
+    layer_outputs = {}
+    for path in flax.traverse_util.flatten_dict(flax.core.unfreeze(perturbations)):
+      calls = captured.get((*path[:-1], "__call__"), ())
+      if len(calls) != 1:
+        raise ValueError(f"layer {'/'.join(path[:-1])} is called {len(calls)} times in one apply; a rule that "
+                         "estimates gradients by perturbation needs each perturbed layer called once")
+      layer_outputs[path] = calls[0]
+    layer_outputs = flax.traverse_util.unflatten_dict(layer_outputs)
+    return _loss(task, outputs, labels), ((outputs, updated), layer_outputs)
+
+  return losses, zeros
+
+
+def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None,
+                 input_dtype=jnp.float32) -> learning.Learner:
+  """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` inputs of ``input_dtype``."""
+  example = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
+  input_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+  return learning.Learner(model, example, mirror_batch_size=mirror_batch_size, passes=passes,
+                          input_sharding=input_sharding, train=False)
+
+
+def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None,
+                       num_seeds: int = 1) -> TrainState:
+  """Initialises the state shape-first on ``mesh``, through ``learner.init``.
+
+  With ``num_seeds > 1`` every leaf has a leading replica axis: replica s is
+  the state a single-seed run of ``seed + s`` starts from, and the replicas
+  are split over the mesh's replica axis (`wtfree.replicas`).
+  """
+  learner = learner or make_learner(model, input_shape)
+
+  def init(rng):
+    params_key, rng = jax.random.split(rng)
+    variables = learner.init({"params": params_key})
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        feedback=variables.get("feedback", {}),
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(rng),
+    )
+
+  if num_seeds == 1:
+    rng, place = jax.random.key(seed), sharding.replicated(mesh)
+  else:
+    rng, place = jax.vmap(jax.random.key)(seed + jnp.arange(num_seeds)), sharding.replica_sharding(mesh)
+    init = replicas.per_replica(init, num_seeds)
+  abstract = jax.eval_shape(init, rng)
+  return jax.jit(init, out_shardings=jax.tree.map(lambda _: place, abstract))(rng)
+
+
+def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed: int):
+  """`learning.frozen_mask` of the initial params on ``batch``, or None where every rule sends errors."""
+  if not learner.zeroes_errors:
+    return None
+  params_key = jax.random.split(jax.random.key(seed))[0]
+
+  @jax.jit
+  def grads(batch):
+    variables = learner.init({"params": params_key})
+
+    rngs = {"feedback": jax.random.key(0), "dropout": jax.random.key(1)}
+    loss = lambda params: _batch_loss(model, {**variables, "params": params}, batch, task, rngs)[0]
+    return jax.grad(loss)(variables["params"])
+
+  return learning.frozen_mask(grads(batch))
+
+
+def _all_finite(tree) -> Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    tx,
+    task: str,
+    learner: learning.Learner | None = None,
+    weight_decay_rate: optax.Schedule | None = None,
+    skip_nonfinite: bool = False,
+) -> tuple[TrainState, dict]:
+  """Forward, the rule's backward, the optimizer update, then the rule's between-steps learning.
+
+  A rule that estimates its gradients by perturbation (``np``) gives them in
+  place of the backward pass (`feedback.Rule.estimate_gradients`).
+
+  ``learner.update`` runs after the update (kp's decay of B - W at
+  ``weight_decay_rate(step)``, wm's mirror passes), as in any user's loop.
+
+  Returns the new state and metrics: ``loss``, ``top1`` (classification and
+  language models),
+  ``finite`` (loss and every gradient finite) and ``finite_grads``, a tree of
+  per-leaf flags that names the layers a divergence reached. With
+  ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the
+  state as it was, but for the step count.
+  """
+
+  rngs = {"feedback": state.key(0), "dropout": state.key(2)}
+  if learner is None and feedback.get_rule(getattr(model, "rule", "bp")).estimates_gradients:
+    raise ValueError(f"rule {model.rule!r} estimates gradients by perturbation: pass train_step a learner "
+                     "(train.make_learner(model, input_shape)), without which it would train as shallow")
+  estimator = None if learner is None else learner.gradient_estimator
+  if estimator is None:
+    loss_fn = lambda params: _batch_loss(model, {**state.variables(), "params": params}, batch, task, rngs)
+    (loss, (outputs, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  else:
+    losses, zeros = _perturbed_losses(model, state.variables(), batch, task, rngs)
+    loss, grads, (outputs, updated) = estimator.estimate_gradients(losses, state.params, zeros, state.key(3))
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      batch_stats=updated.get("batch_stats", state.batch_stats),
+      opt_state=opt_state,
+  )
+  if learner is not None and learner.learns_between_steps:
+    rate = None if weight_decay_rate is None else weight_decay_rate(state.step)
+    learned = learner.update(new_state.variables(), state.key(1), weight_decay_rate=rate)
+    new_state = new_state.replace(feedback=learned["feedback"])
+  finite_grads = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  if skip_nonfinite:
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    new_state = kept.replace(step=state.step + 1)
+  step_metrics = {"loss": loss, "finite": finite, "finite_grads": finite_grads}
+  if task != "regression":
+    step_metrics["top1"] = jnp.mean(_correct(task, outputs, batch["label"], 1))
+  return new_state, step_metrics
+
+
+def mirror_only_step(state: TrainState, *, learner: learning.Learner) -> TrainState:
+  """A step of the mirror-only warm-up: B learns in between-steps passes, nothing else changes."""
+  learned = learner.update(state.variables(), state.key(1))
+  return state.replace(step=state.step + 1, feedback=learned["feedback"])
+
+
+def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
+  """Sums of loss, top-1 and top-5 over the real (unmasked) examples; language models add bits per token."""
+  outputs = model.apply(state.variables(), batch["image"], train=False, rngs={"feedback": state.key(0)})
+  mask = batch["mask"]
+  sums = {"loss": jnp.sum(_loss(task, outputs, batch["label"]) * mask), "count": jnp.sum(mask)}
+  if task != "regression":
+    for k in (1, 5):
+      sums[f"top{k}"] = jnp.sum(_correct(task, outputs, batch["label"], k) * mask)
+  if task == "language_model":
+    sums["bits_per_token"] = sums["loss"] / math.log(2.0)
+  return sums
+
+
+def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
+  """Per-layer weight angles, ``|B|/|W|`` and delta angles on ``batch``.
+
+  Angles are in degrees. dfa layers have no weight angle (their B maps the
+  output error, not the layer's output, to the layer's input).
+  """
+  variables = state.variables()
+  x, labels = batch["image"], batch["label"]
+  rngs = {"feedback": state.key(0)}
+  outputs, collected = model.apply(
+      variables,
+      x,
+      train=True,
+      rngs=rngs,
+      mutable=["alignment", "perturbations", "batch_stats", feedback.direct.TAPS],
+  )
+
+  def loss_of(m):
+    def loss(perturbations):
+      outputs, _ = apply_for_loss(
+          m, {**variables, "perturbations": perturbations}, x, rngs=rngs, mutable=["batch_stats"]
+      )
+      return jnp.mean(_loss(task, outputs, labels))
+
+    return loss
+
+  maps = {}
+  if collected.get(feedback.direct.TAPS):
+    maps = feedback.direct.broadcast_maps(collected[feedback.direct.TAPS], outputs.shape, model.rule)
+  deltas = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), collected["perturbations"])
+  weights = metrics.weight_angles(collected["alignment"])
+  ratios = metrics.weight_ratios(collected["alignment"], maps)
+  return {
+      **{f"angle/weight/{k}": v for k, v in weights.items()},
+      **{f"ratio/weight/{k}": v for k, v in ratios.items()},
+      **{f"angle/delta/{k}": v for k, v in deltas.items()},
+      **{f"rule/{k}": v for k, v in metrics.rule_reports(collected["alignment"]).items()},
+  }
