@@ -33,6 +33,7 @@ from wtfree import data  # noqa: E402
 from wtfree import models  # noqa: E402
 from wtfree import optim  # noqa: E402
 from wtfree import sharding  # noqa: E402
+from wtfree import steps as train_steps  # noqa: E402
 from wtfree import train  # noqa: E402
 
 
@@ -69,7 +70,7 @@ def scan_examples_per_second(config, steps: int) -> float:
   indices = jnp.asarray(ds.train_indices(0, steps))
   step = functools.partial(train.train_step, model=model, tx=tx, task=ds.task, learner=learner)
 
-  @jax.jit
+  @train_steps.jit  # compiled as the loop compiles its steps
   def run(state, indices):
     def body(state, rows):
       # The step's metrics are kept, as in any loop that logs them: dropping them

@@ -241,7 +241,7 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0, peers: bool
     model = models.get_model(bench.model, num_classes=bench.num_classes, rule=rule, **bench.model_options())
     learner = steps.make_learner(model, bench.input_shape, mirror_batch_size=mirror_batch, mesh=mesh)
     state = steps.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
-    step = jax.jit(
+    step = steps.jit(
         functools.partial(steps.train_step, model=model, tx=tx, task="classification", learner=learner,
                           weight_decay_rate=optim.weight_decay_rate(config, 100)),
         donate_argnums=0,
@@ -249,7 +249,7 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0, peers: bool
     items.append(Timed(name, step, state, batch, donates=True))
     logging.info("%s %s compiled in %.1f s", bench.name, name, items[-1].compile_s)
     if rule.mirrored and name in rules and references:
-      mirror_step = jax.jit(functools.partial(steps.mirror_only_step, learner=learner), donate_argnums=0)
+      mirror_step = steps.jit(functools.partial(steps.mirror_only_step, learner=learner), donate_argnums=0)
       wm_state = steps.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
       items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
   if references:
@@ -268,7 +268,7 @@ def _forward(bench: Bench, mesh, seed: int, batch) -> Timed:
   def forward(variables, batch):
     return model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
 
-  return Timed("forward", jax.jit(forward), state.variables(), batch, donates=False)
+  return Timed("forward", steps.jit(forward), state.variables(), batch, donates=False)
 
 
 # The rule each reference row belongs to; the wm variants belong to wm.

@@ -20,19 +20,20 @@ from wtfree.feedback import conv_lowering
 # (image, channels in, out, window, strides, padding, feature groups,
 #  the CPU plan's (output, input grad, kernel grad) lowerings as x/m).
 CASES = [
-    (9, 3, 4, 3, 1, "SAME", 1, "xxm"),
-    (9, 3, 4, 3, 2, "SAME", 1, "xmm"),
-    (9, 3, 4, 3, 1, "VALID", 1, "xxm"),
-    (10, 3, 4, 3, 2, "VALID", 1, "xmm"),
-    (9, 3, 4, 3, 2, ((2, 0), (1, 1)), 1, "xmm"),
-    (8, 3, 4, 1, 1, "SAME", 1, "mmm"),
-    (8, 3, 4, 1, 2, "VALID", 1, "mmm"),
-    (11, 3, 4, 7, 2, ((3, 3), (3, 3)), 1, "xmm"),
-    (12, 2, 3, 7, 1, "SAME", 1, "xxm"),
-    (2, 5, 4, 3, 1, "SAME", 1, "mmm"),  # window wider than the image
-    (2, 5, 4, 3, 2, "SAME", 1, "mmm"),
+    (9, 3, 4, 3, 1, "SAME", 1, "xxx"),
+    (9, 3, 4, 3, 2, "SAME", 1, "xmx"),  # strided: the input gradient takes the matmul
+    (9, 3, 4, 3, 1, "VALID", 1, "xxx"),
+    (10, 3, 4, 3, 2, "VALID", 1, "xmx"),
+    (9, 3, 4, 3, 2, ((2, 0), (1, 1)), 1, "xmx"),
+    (8, 3, 4, 1, 1, "SAME", 1, "xxm"),  # 1x1: the kernel gradient is a plain matmul
+    (8, 3, 4, 1, 2, "VALID", 1, "xmm"),
+    (11, 3, 4, 7, 2, ((3, 3), (3, 3)), 1, "xmx"),
+    (12, 2, 3, 7, 1, "SAME", 1, "xxx"),
+    (2, 5, 4, 3, 1, "SAME", 1, "mmx"),  # window wider than the image
+    (2, 5, 4, 3, 2, "SAME", 1, "mmm"),  # ...and a one-pixel output
     (1, 5, 4, 3, 1, "SAME", 1, "mmm"),  # only the centre tap reads the image
-    (4, 5, 4, 3, 1, ((1, 1), (1, 1)), 1, "mmm"),
+    (3, 5, 4, 3, 1, "VALID", 1, "xxm"),  # one pixel, every tap
+    (1, 5, 4, 1, 1, "VALID", 1, "xxm"),
     (9, 4, 6, 3, 2, "SAME", 2, None),  # feature groups keep XLA's convolution
 ]
 
@@ -55,14 +56,12 @@ def _plan_letters(image, window, strides, padding):
 
 @pytest.mark.parametrize("image, cin, cout, window, strides, padding, groups, plan", CASES)
 def test_outputs_and_both_gradients_equal_xlas_convolution(image, cin, cout, window, strides, padding, groups,
-                                                            plan, monkeypatch):
+                                                            plan):
   if plan is not None:
     assert _plan_letters(image, window, strides, padding) == plan
   rng = np.random.default_rng(0)
-  # 6 examples, two a chunk: the kernel gradient runs over chunks of the batch.
   x = rng.normal(size=(6, image, image, cin)).astype(np.float32)
   w = rng.normal(size=(window, window, cin // groups, cout)).astype(np.float32)
-  monkeypatch.setattr(conv_lowering, "CHUNK_BYTES", 2 * image * image * window * window * cin * 4)
   ours = functools.partial(feedback.conv_op, strides=strides, padding=padding, feature_group_count=groups,
                            precision="highest")
   reference = functools.partial(_reference, strides=strides, padding=padding, groups=groups)
@@ -82,9 +81,10 @@ def test_outputs_and_both_gradients_equal_xlas_convolution(image, cin, cout, win
 
 
 class _ConvNet(nn.Module):
-  """A strided 3x3 (XLA's output, the matmul's gradients), then a 3x3 over
-  the 2x2 image that leaves (the matmul throughout, taps that read only
-  padding dropped)."""
+  """A strided 3x3 (the matmul's input gradient, XLA's output and kernel
+  gradient), then a strided 3x3 over the 2x2 image that leaves (the matmul
+  throughout: the window overhangs the image, the output is one pixel, and
+  taps that read only padding are dropped)."""
 
   rule: str = "bp"
 
@@ -92,7 +92,7 @@ class _ConvNet(nn.Module):
   def __call__(self, x, *, train: bool = True, mirror_pass: bool = False):
     conv = functools.partial(wnn.Conv, use_bias=False, rule=self.rule, mirror_activation=nn.relu)
     x = nn.relu(conv(4, (3, 3), strides=4, name="strided")(x, mirror_pass=mirror_pass))
-    x = nn.relu(conv(6, (3, 3), name="small_image")(x, mirror_pass=mirror_pass))
+    x = nn.relu(conv(6, (3, 3), strides=2, name="small_image")(x, mirror_pass=mirror_pass))
     return wnn.Dense(3, rule=self.rule, name="head")(x.mean(axis=(1, 2)), mirror_pass=mirror_pass)
 
 
@@ -112,6 +112,13 @@ def _one_step(rule: str):
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, task="classification", learner=learner))
   before = jax.device_get(state)
   return (before, *jax.device_get(step(state, sharding.global_batch(batch, mesh))))
+
+
+def test_compiler_options_are_known_to_this_xla_on_the_cpu_and_none_elsewhere():
+  # Empty on the CPU would mean XLA refused them: the CPU plan would then
+  # run beside YNNPACK's convolutions, which it was not chosen for.
+  assert feedback.compiler_options("cpu") == conv_lowering._CPU_OPTIONS
+  assert feedback.compiler_options("gpu") == {} and feedback.compiler_options("tpu") == {}
 
 
 # The default run takes sa, whose B learns by a gradient taken through the

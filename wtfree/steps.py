@@ -119,6 +119,11 @@ def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
   return losses, zeros
 
 
+def jit(fn, **kwargs):
+  """`jax.jit` of ``fn`` with `feedback.compiler_options`: convolutions compiled as the CPU plan assumes."""
+  return jax.jit(fn, compiler_options=feedback.compiler_options() or None, **kwargs)
+
+
 def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None,
                  input_dtype=jnp.float32) -> learning.Learner:
   """The `learning.Learner` of a wtfree model that takes ``[batch, *input_shape]`` inputs of ``input_dtype``."""

@@ -147,19 +147,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   step_fn = lambda state, guard, batch: guarded_step(state, guard, ds.prepare(batch))
   on_prepared = lambda fn: (lambda state, batch: fn(state, ds.prepare(batch)))
   batch_place = sharding.batch_sharding(mesh) if n == 1 else sharding.replica_batch_sharding(mesh)
-  jit_train = jax.jit(step_fn, donate_argnums=(0, 1))
-  jit_mirror = jax.jit(replicas.per_replica(functools.partial(mirror_only_step, learner=learner), n),
-                       donate_argnums=0)
+  jit_train = steps.jit(step_fn, donate_argnums=(0, 1))
+  jit_mirror = steps.jit(replicas.per_replica(functools.partial(mirror_only_step, learner=learner), n),
+                         donate_argnums=0)
   fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
-  jit_eval = jax.jit(on_prepared(
+  jit_eval = steps.jit(on_prepared(
       replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
-  jit_align = jax.jit(on_prepared(
+  jit_align = steps.jit(on_prepared(
       replicas.per_replica(functools.partial(alignment_step, model=model, task=ds.task), n)))
   # In-memory sets on one host: on the device whole, and a run of steps is one scan.
   on_device = ds.arrays if jax.process_count() == 1 else None
   if on_device is not None:
     images, labels = (jax.device_put(a, sharding.replicated(mesh)) for a in on_device["train"])
-    jit_scan = jax.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=(0, 1))
+    jit_scan = steps.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=(0, 1))
 
   def indices(step, steps):
     """``[steps, b]``, or ``[steps, N, b]`` for N replicas: the examples of each step's batches."""

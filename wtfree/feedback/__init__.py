@@ -18,6 +18,7 @@ from wtfree.feedback import activation as _activation
 from wtfree.feedback import information as _information
 from wtfree.feedback import sparse as _sparse
 from wtfree.feedback import node_perturbation as _node_perturbation
+from wtfree.feedback.conv_lowering import compiler_options
 from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
 from wtfree.feedback.primitive import conv, conv_op, dense, dense_op, linear
@@ -29,6 +30,7 @@ __all__ = [
     "Rule",
     "StepContext",
     "all_options",
+    "compiler_options",
     "connect",
     "conv",
     "conv_op",

@@ -1,15 +1,20 @@
 """2-d convolutions lowered per direction for XLA:CPU.
 
 XLA:CPU's convolutions are fast for most shapes but slow, by an order of
-magnitude, for a few that conv nets are full of: 1x1 kernels, windows wider
-than the image (the last stages of a ResNet on 32x32 inputs), and the input
-gradient of a strided convolution. For those, an im2col lowering (the
+magnitude, for a few that conv nets are full of: windows wider than the
+image (the last stages of a ResNet on 32x32 inputs) and the input gradient
+of a strided convolution; they are also slower on the kernel gradient of a
+single-pixel output or of a 1x1 window. For those, an im2col lowering (the
 image's shifted, strided views side by side on the channel axis, then one
-matmul with the kernel) is the faster one. Each of the three directions
-(output, input gradient, kernel gradient) picks its lowering by shape; both
-lowerings compute the same linear map, so no gradient changes, only the
-order of a float sum. On GPU and TPU every direction is XLA's own
-convolution.
+matmul with the kernel) is the faster one. Each of the three directions (output, input gradient, kernel gradient)
+picks its lowering by shape; both lowerings compute the same linear map, so
+no gradient changes, only the order of a float sum. On GPU and TPU every
+direction is XLA's own convolution.
+
+The plan assumes XLA's own convolutions, not YNNPACK's, which XLA:CPU uses
+by default and which run these nets' convolutions at about half the speed:
+`compiler_options` gives the `jax.jit` options that select them, and
+wtfree's training loop and benchmarks compile with them.
 """
 
 from collections.abc import Sequence
@@ -17,6 +22,7 @@ import dataclasses
 import functools
 from typing import Any
 
+from absl import logging
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -25,12 +31,9 @@ Array = jax.Array
 
 XLA = "xla"
 MATMUL = "matmul"
-# Images this wide or narrower take the matmul in every direction.
-SMALL_IMAGE = 4
-# The kernel gradient's matmul runs over chunks of the batch whose patches
-# take about this many bytes, so that they stay in the cache instead of
-# making a round trip through memory.
-CHUNK_BYTES = 1 << 20
+# YNNPACK keeps the reductions (BatchNorm's statistics, which it sums faster
+# than XLA's own loops) and gives convolutions and dots back to XLA.
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +65,41 @@ class Plan:
 
 def cpu_plan(geometry: Geometry) -> Plan:
   """The faster lowering per direction on XLA:CPU, by the convolution's shape."""
-  pointwise = geometry.window == (1, 1)
-  small_image = min(geometry.image) <= SMALL_IMAGE or any(
-      k > size for k, size in zip(geometry.window, geometry.image)
-  )
+  overhangs = any(k > size for k, size in zip(geometry.window, geometry.image))
   strided = geometry.strides != (1, 1)
+  one_pixel = geometry.output == (1, 1)
+  # A 1x1 window's im2col is the image itself (strided): no patches to build.
+  pointwise = geometry.window == (1, 1)
   return Plan(
-      output=MATMUL if pointwise or small_image else XLA,
-      input_grad=MATMUL if pointwise or small_image or strided else XLA,
-      kernel_grad=MATMUL,
+      output=MATMUL if overhangs else XLA,
+      input_grad=MATMUL if overhangs or strided else XLA,
+      kernel_grad=MATMUL if one_pixel or pointwise else XLA,
   )
+
+
+@functools.cache
+def _cpu_options_compile() -> bool:
+  try:
+    jax.jit(lambda: jnp.zeros(()), compiler_options=_CPU_OPTIONS).lower().compile()
+  except jax.errors.JaxRuntimeError as e:
+    logging.warning("XLA:CPU refused the convolution options %s (%s); compiling without them.", _CPU_OPTIONS, e)
+    return False
+  return True
+
+
+def compiler_options(platform: str | None = None) -> dict[str, str]:
+  """`jax.jit`'s ``compiler_options`` that `cpu_plan` was chosen under, for ``platform``.
+
+  On the CPU they make XLA run convolutions and dots itself instead of
+  through YNNPACK; elsewhere, and where this XLA does not know the option,
+  there are none.
+
+  Args:
+    platform: 'cpu', 'gpu', 'tpu'; by default JAX's default backend.
+  """
+  if (platform or jax.default_backend()) != "cpu" or not _cpu_options_compile():
+    return {}
+  return dict(_CPU_OPTIONS)
 
 
 def conv2d(
@@ -123,40 +151,9 @@ _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 def _kernel_grad(x: Array, w: Array, g: Array, geometry: Geometry) -> Array:
-  """The kernel's cotangent, on the CPU as matmuls over chunks of the batch."""
-
-  def xla(x, g):
-    return jax.vjp(lambda w_: _xla(x, w_, geometry), w)[1](g)[0]
-
-  def chunked_matmul(x, g):
-    chunk = _chunk(x.shape[0], _patch_bytes(x, geometry))
-    if chunk == x.shape[0]:
-      return jax.vjp(lambda w_: _matmul(x, w_, geometry), w)[1](g)[0]
-
-    def add_chunk(total, chunk_xg):
-      x_, g_ = chunk_xg
-      dw = jax.vjp(lambda w_: _matmul(x_, w_, geometry), w)[1](g_)[0]
-      return total + dw.astype(total.dtype), None
-
-    split = lambda a: jnp.reshape(a, (-1, chunk, *a.shape[1:]))
-    total = jnp.zeros(w.shape, jnp.promote_types(w.dtype, jnp.float32))
-    return lax.scan(add_chunk, total, (split(x), split(g)))[0].astype(w.dtype)
-
-  if cpu_plan(geometry).kernel_grad == XLA:
-    return xla(x, g)
-  return lax.platform_dependent(x, g, cpu=chunked_matmul, default=xla)
-
-
-def _patch_bytes(x: Array, geometry: Geometry) -> int:
-  """Bytes of one example's im2col patches."""
-  out_h, out_w = geometry.output
-  return out_h * out_w * len(_taps(geometry)) * x.shape[-1] * jnp.dtype(x.dtype).itemsize
-
-
-def _chunk(batch: int, bytes_per_example: int) -> int:
-  """The largest divisor of ``batch`` whose examples' patches fit in `CHUNK_BYTES`."""
-  most = max(1, CHUNK_BYTES // max(1, bytes_per_example))
-  return max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
+  """The kernel's cotangent, by the lowering the CPU plan picks, XLA's elsewhere."""
+  kernel_lowering = _on_platform(geometry, lambda plan: plan.kernel_grad)
+  return jax.vjp(lambda w_: kernel_lowering(x, w_), w)[1](g)[0]
 
 
 def _on_platform(geometry: Geometry, direction):
