@@ -1,8 +1,10 @@
 """Test setup: eight simulated CPU devices, so sharded code paths run here.
 
-Compiled programs go to one persistent cache for the whole test run, shared
-with the runs the tests start as subprocesses: many tests compile the same
-small model's step, and XLA compiles it once.
+XLA's CPU backend runs without LLVM's optimisations: compiling, not running,
+is most of a test's time (timings are benchmarks, never tests). Compiled
+programs go to one persistent cache for the whole test run, shared with the
+runs the tests start as subprocesses: many tests compile the same small
+model's step, and XLA compiles it once.
 
 The default run (``-m 'not slow'``) stays under five minutes on two cores:
 besides the tests marked ``slow`` where they are written, the ones listed in
@@ -14,7 +16,7 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wtfree-tests-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")

@@ -40,7 +40,8 @@ def _model(case, rule="bp", **kw):
 
 
 def _init(model, x):
-  variables = model.init(KEYS, x, train=False)
+  # Jitted: one compile of the whole init instead of one per op.
+  variables = jax.jit(lambda x: model.init(KEYS, x, train=False))(x)
   return {k: v for k, v in variables.items() if k in ("params", "batch_stats", "feedback")}
 
 
@@ -58,7 +59,7 @@ def _loss(model, variables, x):
 @pytest.mark.parametrize("rule", ("fa", "kp"))
 def test_logits_have_shape_batch_by_classes(case, rule):
   model, x = _model(case, rule)
-  logits = model.apply(_init(model, x), x, train=False)
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(_init(model, x), x)
   assert logits.shape == (3, 5) and logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits))
 

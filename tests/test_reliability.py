@@ -31,7 +31,8 @@ def _command(workdir, *overrides, config="configs/digits_mlp.py"):
 
 def _env():
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # One device, as a user's CPU run.
+  # One device, as a user's CPU run; compiled as the tests compile (conftest.py).
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
   env["JAX_PLATFORMS"] = "cpu"
   return env
 
@@ -150,7 +151,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 )
 def test_bad_config_exits_2_with_a_message_and_no_traceback(overrides, message, tmp_path):
   env = _env()
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+  env["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
   result = subprocess.run(_command(tmp_path, *overrides), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2, result.stderr[-3000:]
   assert message in result.stderr
