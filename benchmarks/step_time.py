@@ -60,7 +60,9 @@ from wtfree import optim  # noqa: E402
 from wtfree import sharding  # noqa: E402
 from wtfree import steps  # noqa: E402
 
-RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "sa", "wm")
+# Every ratio is taken against this rule's step.
+BASELINE = "bp"
+RULES = (BASELINE, "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "sa", "wm")
 REFERENCES = ("forward", "mirror")
 # Cheaper wm settings than the Akrout configs' (Gaussian noise, mirror batch
 # = training batch), timed alongside: {name: (noise, mirror batch divisor)}.
@@ -162,6 +164,7 @@ class Timed:
 
   def __init__(self, name: str, fn: Callable, state: Any, batch: Any, donates: bool):
     self.name = name
+    self.framework = "wtfree"
     self.donates = donates
     self.batch = batch
     start = time.perf_counter()
@@ -272,7 +275,7 @@ def _forward(bench: Bench, mesh, seed: int, batch) -> Timed:
 
 
 # The rule each reference row belongs to; the wm variants belong to wm.
-_REFERENCE_RULES = {"forward": "bp", "mirror": "wm", "pytorch": "bp"}
+_REFERENCE_RULES = {"forward": BASELINE, "mirror": "wm", "pytorch": BASELINE}
 
 
 def _quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -318,9 +321,9 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
     q25, median, q75 = _quantiles(ms)
     row = {
         "model": bench.name,
-        "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS, "pytorch") else item.name,
+        "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS) or item.framework != "wtfree" else item.name,
         "rule": item.name if item.name in RULES else _REFERENCE_RULES.get(item.name, "wm"),
-        "framework": "pytorch" if item.name == "pytorch" else "wtfree",
+        "framework": item.framework,
         "mirror_batch": bench.batch // WM_VARIANTS.get(item.name, ("", 1))[1],
         "mirror_noise": WM_VARIANTS.get(item.name, ("gaussian",))[0],
         "setup": bench.describe(),
@@ -339,7 +342,7 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
     }
     if peak and bench.dtype == "bfloat16" and "flops" in row:
       row["bf16_peak_share"] = row["flops"] / (median / 1e3) / peak
-    for base in ("bp", "forward", "pytorch"):
+    for base in (BASELINE, "forward", "pytorch"):
       if base in seconds and (base == "forward") == (row["kind"] != "train_step"):
         ratios = [a / b for a, b in zip(seconds[item.name], seconds[base])]
         r25, r50, r75 = _quantiles(ratios)

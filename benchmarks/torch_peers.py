@@ -89,7 +89,7 @@ class Step:
     import torch  # pylint: disable=g-import-not-at-top
 
     torch.manual_seed(seed)
-    self.name = "pytorch"
+    self.name = self.framework = "pytorch"
     self.model = make_model(bench).train()
     shape = bench.input_shape
     # Images as PyTorch takes them: channels first.

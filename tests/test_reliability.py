@@ -31,8 +31,9 @@ def _command(workdir, *overrides, config="configs/digits_mlp.py"):
 
 def _env():
   env = dict(os.environ)
-  # One device, as a user's CPU run; compiled as the tests compile (conftest.py).
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+  # One device, as a user's CPU run, compiled as the tests compile (conftest.py).
+  flags = env.get("XLA_FLAGS", "").split()
+  env["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_force_host_platform_device_count"))
   env["JAX_PLATFORMS"] = "cpu"
   return env
 

@@ -121,7 +121,7 @@ def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
 
 def jit(fn, **kwargs):
   """`jax.jit` of ``fn`` with `feedback.compiler_options`: convolutions compiled as the CPU plan assumes."""
-  return jax.jit(fn, compiler_options=feedback.compiler_options() or None, **kwargs)
+  return jax.jit(fn, compiler_options=feedback.compiler_options(), **kwargs)
 
 
 def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None,

@@ -6,15 +6,16 @@ image (the last stages of a ResNet on 32x32 inputs) and the input gradient
 of a strided convolution; they are also slower on the kernel gradient of a
 single-pixel output or of a 1x1 window. For those, an im2col lowering (the
 image's shifted, strided views side by side on the channel axis, then one
-matmul with the kernel) is the faster one. Each of the three directions (output, input gradient, kernel gradient)
-picks its lowering by shape; both lowerings compute the same linear map, so
-no gradient changes, only the order of a float sum. On GPU and TPU every
-direction is XLA's own convolution.
+matmul with the kernel) is the faster one. Each of the three directions
+(output, input gradient, kernel gradient) picks its lowering by shape; both
+lowerings compute the same linear map, so no gradient changes, only the
+order of a float sum. On GPU and TPU every direction is XLA's own
+convolution.
 
-The plan assumes XLA's own convolutions, not YNNPACK's, which XLA:CPU uses
-by default and which run these nets' convolutions at about half the speed:
-`compiler_options` gives the `jax.jit` options that select them, and
-wtfree's training loop and benchmarks compile with them.
+The plan assumes XLA's own convolution kernels, not YNNPACK's, which XLA:CPU
+uses by default and which are slower on these nets' shapes (measurements in
+docs/performance.md): `compiler_options` gives the `jax.jit` options that
+select XLA's, and `wtfree.steps.jit` compiles with them.
 """
 
 from collections.abc import Sequence
@@ -133,7 +134,7 @@ def conv2d(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv2d(x, w, geometry):
-  return _on_platform(geometry, lambda plan: plan.output)(x, w)
+  return _on_platform(geometry, "output")(x, w)
 
 
 def _conv2d_fwd(x, w, geometry):
@@ -142,24 +143,20 @@ def _conv2d_fwd(x, w, geometry):
 
 def _conv2d_bwd(geometry, residuals, g):
   x, w = residuals
-  input_lowering = _on_platform(geometry, lambda plan: plan.input_grad)
+  input_lowering = _on_platform(geometry, "input_grad")
+  kernel_lowering = _on_platform(geometry, "kernel_grad")
   (dx,) = jax.vjp(lambda x_: input_lowering(x_, w), x)[1](g)
-  return dx, _kernel_grad(x, w, g, geometry)
+  (dw,) = jax.vjp(lambda w_: kernel_lowering(x, w_), w)[1](g)
+  return dx, dw
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
-def _kernel_grad(x: Array, w: Array, g: Array, geometry: Geometry) -> Array:
-  """The kernel's cotangent, by the lowering the CPU plan picks, XLA's elsewhere."""
-  kernel_lowering = _on_platform(geometry, lambda plan: plan.kernel_grad)
-  return jax.vjp(lambda w_: kernel_lowering(x, w_), w)[1](g)[0]
-
-
-def _on_platform(geometry: Geometry, direction):
-  """``f(x, w)`` by the lowering the CPU plan picks for ``direction``, XLA's elsewhere."""
+def _on_platform(geometry: Geometry, direction: str):
+  """``f(x, w)`` by the lowering the CPU plan picks for ``direction`` (a `Plan` field), XLA's elsewhere."""
   xla = functools.partial(_xla, geometry=geometry)
-  if direction(cpu_plan(geometry)) == XLA:
+  if getattr(cpu_plan(geometry), direction) == XLA:
     return xla
   matmul = functools.partial(_matmul, geometry=geometry)
   return lambda x, w: lax.platform_dependent(x, w, cpu=matmul, default=xla)
