@@ -102,6 +102,9 @@ def test_seeds_speed_quick_run_times_one_and_many_seeds(tmp_path):
   assert json.loads((tmp_path / "seeds_speed.json").read_text()) == record
   assert len(record["eval_top1_seeds"]) == record["seeds"] == 4
   assert record["ratio"][0] == record["many_seeds_seconds"][0] / record["single_seed_seconds"][0]
+  assert record["command_ratio"][0] == record["many_seeds_command_seconds"][0] / record["single_seed_command_seconds"][0]
+  # The command pays the interpreter's start and imports on top of the call.
+  assert record["single_seed_command_seconds"][0] > record["single_seed_seconds"][0]
 
 
 @pytest.mark.slow

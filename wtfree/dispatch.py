@@ -5,8 +5,8 @@ device until the run ends at a log, eval or checkpoint boundary. The first
 step whose loss or gradients are not finite is recorded on the device
 (`Guard`), and the host stops the run at the boundary before anything is
 saved, so a non-finite state never reaches a checkpoint.
-In-memory data sets live on the device and a run of steps is one `lax.scan`
-over the batches' example indices.
+In-memory data sets live on the device and a run of steps is one loop over
+the batches' example indices, compiled once for runs of every length.
 """
 
 import collections
@@ -68,26 +68,43 @@ def guarded(step_fn, *, skip_nonfinite: bool):
 
 
 def scan_steps(run, batch_sharding=None):
-  """``(state, guard, images, labels, indices) -> (state, guard, metrics)`` as one `lax.scan`.
+  """``(state, guard, images, labels, indices, count) -> (state, guard, metrics)``: a run of steps, one program.
 
   ``indices`` is ``[K, b]`` (metrics ``[K]``) or, for a run of N replicas,
   ``[K, N, b]`` (metrics ``[K, N]``). Batch k is ``images[indices[k]]``,
   ``labels[indices[k]]``, gathered on the device from the whole training set.
+  Only the first ``count`` batches are stepped, and only the first ``count``
+  rows of the metrics are written: every run up to K steps long is the same
+  compiled program, so runs of different lengths between the loop's
+  boundaries do not compile again.
   """
 
-  def scanned(state, guard, images, labels, indices):
-    def body(carry, rows):
-      state, guard = carry
-      batch = {"image": images[rows], "label": labels[rows]}
-      if batch_sharding is not None:
-        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      state, guard, metrics = run(state, guard, batch)
-      return (state, guard), metrics
+  # Jitted so that the metrics' shapes, taken before the loop, and the loop's
+  # body share one trace of the step.
+  @jax.jit
+  def step_on_rows(state, guard, images, labels, rows):
+    batch = {"image": images[rows], "label": labels[rows]}
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return run(state, guard, batch)
 
-    (state, guard), metrics = jax.lax.scan(body, (state, guard), indices)
-    return state, guard, metrics
+  def scanned(state, guard, images, labels, indices, count):
+    def body(k, carry):
+      state, guard, metrics = carry
+      state, guard, step_metrics = step_on_rows(state, guard, images, labels, indices[k])
+      metrics = jax.tree.map(lambda all_, one: all_.at[k].set(one), metrics, step_metrics)
+      return state, guard, metrics
+
+    shapes = jax.eval_shape(step_on_rows, state, guard, images, labels, indices[0])[2]
+    metrics = jax.tree.map(lambda m: jnp.zeros((indices.shape[0], *m.shape), m.dtype), shapes)
+    return jax.lax.fori_loop(0, count, body, (state, guard, metrics))
 
   return scanned
+
+
+def longest_run(total: int, every: tuple[int, ...]) -> int:
+  """The most steps between two boundaries of `next_boundary`: the run length `scan_steps` is compiled for."""
+  return min([total] + [n for n in every if n > 0])
 
 
 def next_boundary(step: int, total: int, every: tuple[int, ...]) -> int:

@@ -28,8 +28,8 @@ with the optimizer of your choice::
 `wtfree.train.train_step` is built the same way, and compiled by
 `wtfree.steps.jit`: ``jax.jit`` with `wtfree.feedback.compiler_options`,
 which on the CPU selects the convolution kernels that wtfree's lowering of
-conv layers assumes (a step jitted without them is correct, and slower on
-conv nets). A model under a rule that
+conv layers assumes and YNNPACK's for dots (a step jitted without them is
+correct, and slower). A model under a rule that
 learns between steps but initialised without a `Learner` (``model.init``)
 logs a warning: nothing would then run those passes, and B would stay as
 drawn.

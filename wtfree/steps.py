@@ -5,6 +5,7 @@ logs: `wtfree.train`'s loop, the benchmarks and a user's own loop all take
 their steps from here.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -119,9 +120,24 @@ def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
   return losses, zeros
 
 
-def jit(fn, **kwargs):
-  """`jax.jit` of ``fn`` with `feedback.compiler_options`: convolutions compiled as the CPU plan assumes."""
-  return jax.jit(fn, compiler_options=feedback.compiler_options(), **kwargs)
+# Most of a CPU compile is LLVM optimising the code, which pays back only over
+# many runs; a program that runs once (initialisation) is compiled without it.
+_RUNS_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def jit(fn, *, runs_once: bool = False, **kwargs):
+  """`jax.jit` of ``fn`` with `feedback.compiler_options`: convolutions compiled as the CPU plan assumes.
+
+  Args:
+    fn: the function to compile.
+    runs_once: on the CPU, compile without LLVM's optimisations, for a
+      program run once, whose compile would take longer than its run.
+    **kwargs: passed to `jax.jit`.
+  """
+  options = feedback.compiler_options()
+  if runs_once and jax.default_backend() == "cpu":
+    options = {**options, **_RUNS_ONCE_CPU_OPTIONS}
+  return jax.jit(fn, compiler_options=options, **kwargs)
 
 
 def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: int = 1, mesh=None,
@@ -162,7 +178,7 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
     rng, place = jax.vmap(jax.random.key)(seed + jnp.arange(num_seeds)), sharding.replica_sharding(mesh)
     init = replicas.per_replica(init, num_seeds)
   abstract = jax.eval_shape(init, rng)
-  return jax.jit(init, out_shardings=jax.tree.map(lambda _: place, abstract))(rng)
+  return jit(init, runs_once=True, out_shardings=jax.tree.map(lambda _: place, abstract))(rng)
 
 
 def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed: int):
@@ -171,7 +187,7 @@ def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed
     return None
   params_key = jax.random.split(jax.random.key(seed))[0]
 
-  @jax.jit
+  @functools.partial(jit, runs_once=True)
   def grads(batch):
     variables = learner.init({"params": params_key})
 

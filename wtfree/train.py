@@ -198,13 +198,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Steps ``step .. end - 1`` dispatched without reading anything back.
 
     Returns the state, the guard, the steps' metrics (``[steps]`` or
-    ``[steps, N]`` on the device), the number of steps taken and a getter of
-    the last batch, for angles. A host-fed run stops early after the step
+    ``[steps, N]`` on the device; for an in-memory set, ``[longest]`` with
+    the steps' rows first), the number of steps taken and a getter of the
+    last batch, for angles. A host-fed run stops early after the step
     during which SIGTERM came.
     """
     if on_device is not None:
       rows = indices(step, end - step)
-      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(rows))
+      padded = np.zeros((longest, *rows.shape[1:]), rows.dtype)
+      padded[:len(rows)] = rows
+      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(padded), np.int32(len(rows)))
       return state, guard, metrics, end - step, lambda: jax.device_put(gathered(rows[-1]), batch_place)
     runs = []
     for _ in range(step, end):
@@ -229,6 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Several hosts agree on the step to stop at after every step (JAX's preemption service).
   every = (1,) if jax.process_count() > 1 else (
       config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
+  longest = dispatch.longest_run(total_steps, every)
   tick, tick_step = time.time(), start
   step = start
   pending = []  # A log line whose angles are still on the device: written while the next steps run.
@@ -269,6 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         done = step + taken_steps
         flush()
         guard, taken = jax.device_get((guard, metrics))
+        taken = jax.tree.map(lambda m: m[:taken_steps], taken)
         if not np.all(guard.ok):
           ckpt.wait()
           raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
