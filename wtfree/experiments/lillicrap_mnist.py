@@ -35,7 +35,7 @@ def _setup(quick: bool) -> dict:
       "feedback_init": "B drawn like W (lecun normal, fan-in scaled)",
       "sparse": "rule fa_sparse, keep 0.5: one fixed Bernoulli(0.5) mask per layer, on W (forward) and on B",
       "epochs": {"mnist5k": 20, "mnist1d": 16 if quick else 40, "digits": 40},
-      "seeds": 2 if quick else 20,
+      "seeds": 4 if quick else 20,
       "variants": list(VARIANTS),
   }
 
