@@ -1,4 +1,4 @@
-"""Runs of steps as one program: any length up to the longest is the same compile."""
+"""Runs of steps as one program: any length up to the longest is the same compile; the divergence check."""
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +56,13 @@ def test_a_program_compiled_to_run_once_computes_what_the_default_compile_does()
   fn = lambda key: jax.random.normal(key, (64, 32)) @ jax.random.normal(key, (32, 8))
   once = steps.jit(fn, runs_once=True)(jax.random.key(0))
   np.testing.assert_allclose(np.asarray(once), np.asarray(steps.jit(fn)(jax.random.key(0))), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_the_gradient_check_passes_large_finite_gradients_and_finds_one_bad_entry(bad):
+  check = steps.jit(steps._finite)
+  gradient = np.full((4, 64, 64), 1e30, np.float32)
+  gradient[1] *= -1.0
+  assert bool(check(gradient))
+  gradient[2, 3, 5] = bad
+  assert not bool(check(gradient))
