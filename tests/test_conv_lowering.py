@@ -121,6 +121,17 @@ def test_compiler_options_are_known_to_this_xla_on_the_cpu_and_none_elsewhere():
   assert feedback.compiler_options("gpu") == {} and feedback.compiler_options("tpu") == {}
 
 
+@pytest.mark.parametrize("shape", [(256, 256), (20, 256, 256)])
+def test_the_options_compute_dots_with_a_constant_operand_right(shape):
+  # YNNPACK's fused dots (LIBRARY_FUSION_TYPE_DOT) give NaN or garbage here on
+  # jax 0.10's XLA:CPU: shallow's B = 0 is such an operand.
+  g = jnp.ones((*shape[:-2], 32, 256))
+  product = lambda value: lambda g: g @ lax.optimization_barrier(jnp.full(shape, value))
+  for value in (0.0, 2.0):
+    out = jax.jit(product(value), compiler_options=feedback.compiler_options())(g)
+    np.testing.assert_array_equal(out, np.full(out.shape, 256 * value, np.float32))
+
+
 # The default run takes sa, whose B learns by a gradient taken through the
 # convolution's input gradient; the rest run with -m slow.
 _DEFAULT_RULES = ("sa",)

@@ -164,8 +164,7 @@ def _dense(module: nn.Dense, settings: _Settings, inputs: Array) -> Array:
   _refuse_custom_ops(module, ("dot_general", "dot_general_cls"))
   kernel = module.param("kernel", module.kernel_init, (jnp.shape(inputs)[-1], module.features), module.param_dtype)
   bias = _bias(module, (module.features,))
-  op = functools.partial(feedback.dense_op, precision=module.precision,
-                         fixed_kernel=feedback.get_rule(settings.rule).fixed_feedback)
+  op = functools.partial(feedback.dense_op, precision=module.precision)
   return wnn.perturb(module, _finish(module, settings, op, inputs, kernel, bias, module.kernel_init))
 
 

@@ -243,8 +243,7 @@ class Dense(_FeedbackLayer):
   @nn.compact
   def __call__(self, inputs: Array, *, mirror_pass: bool = False) -> Array:
     """Applies the layer; with ``mirror_pass`` it mirrors B from noise instead."""
-    op = functools.partial(feedback.dense_op, precision=self.precision,
-                           fixed_kernel=feedback.get_rule(self.rule).fixed_feedback)
+    op = functools.partial(feedback.dense_op, precision=self.precision)
     return self._apply(op, inputs, (inputs.shape[-1], self.features), mirror_pass)
 
 

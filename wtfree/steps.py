@@ -235,7 +235,7 @@ def train_step(
 
   Returns the new state and metrics: ``loss``, ``top1`` (classification and
   language models),
-  ``finite`` (loss and every gradient finite) and ``finite_grads``, a tree of
+  ``finite`` (loss and every gradient finite, by `_finite`) and ``finite_grads``, a tree of
   per-leaf flags that names the layers a divergence reached. With
   ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the
   state as it was, but for the step count.

@@ -15,7 +15,7 @@ convolution.
 The plan assumes XLA's own convolution kernels, not YNNPACK's, which XLA:CPU
 uses by default and which are slower on these nets' shapes (measurements in
 docs/performance.md): `compiler_options` gives the `jax.jit` options that
-select XLA's for convolutions (YNNPACK keeps reductions and dots), and
+select XLA's for convolutions (YNNPACK keeps reductions and single dots), and
 `wtfree.steps.jit` compiles with them.
 """
 
@@ -34,10 +34,11 @@ Array = jax.Array
 XLA = "xla"
 MATMUL = "matmul"
 # YNNPACK keeps the reductions (BatchNorm's statistics, which it sums faster
-# than XLA's own loops) and the dots with the elementwise ops XLA fuses into
-# them (faster on dense layers' products, and much faster than single
-# dots when they are batched over replicas); convolutions go back to XLA.
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_DOT"}
+# than XLA's own loops) and single dots (faster on dense layers' products,
+# batched over replicas or not); convolutions go back to XLA. Dots with their
+# fused neighbours (LIBRARY_FUSION_TYPE_DOT) are faster still, but this XLA
+# computes a dot whose operand is a broadcast scalar wrongly under them.
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,7 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
   """`jax.jit`'s ``compiler_options`` that `cpu_plan` was chosen under, for ``platform``.
 
   On the CPU they make XLA run convolutions itself instead of through
-  YNNPACK, which keeps reductions and dots; elsewhere, and where this
+  YNNPACK, which keeps reductions and single dots; elsewhere, and where this
   XLA does not know the option, there are none.
 
   Args:

@@ -1,17 +1,14 @@
 """Dense products whose input gradient reads a transposed kernel from memory on XLA:CPU.
 
 The input gradient of ``x @ w`` is ``g @ w.T``. JAX's own vjp writes it as a
-dot that contracts ``w``'s last axis. Batched over a replica axis
-(``config.num_seeds``), XLA:CPU runs that dot more slowly than the same
-product with ``w.T`` in memory (docs/performance.md). `matmul` is ``x @ w``
-with a vjp that, on the CPU, first writes ``w.T`` to memory; an optimisation
-barrier stops XLA from folding the transpose back into the dot. This pays
-only for a kernel that is the same in every step, the B of fa: XLA then
-moves the transpose out of a loop of steps and does it once. For a kernel
-that changes every step the transpose is a copy per step, slower than JAX's
-own dot, so `wtfree.feedback.dense_op` uses `matmul` only when asked
-(``fixed_kernel``). On GPU and TPU the transpose is left to XLA. The products
-are those of JAX's vjp; only the order of a float sum can differ.
+dot that contracts ``w``'s last axis. XLA:CPU runs that as fast as ``x @ w``
+for one kernel. When the product is batched over a replica axis
+(``config.num_seeds``) it takes about twice as long as the forward product
+(docs/performance.md). `matmul` is ``x @ w`` with a vjp that, on the CPU,
+first writes ``w.T`` to memory. An optimisation barrier stops XLA from folding
+the transpose back into the dot, so the batched input gradient is a plain
+product too. On GPU and TPU the transpose is left to XLA. The products are
+those of JAX's vjp; only the order of a float sum can differ.
 """
 
 import functools

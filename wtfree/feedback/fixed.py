@@ -26,7 +26,6 @@ class FeedbackAlignment(Rule):
   name = "fa"
   state_names = ("kernel",)
   draws_from_kernel_init = True
-  fixed_feedback = True
 
   def init_state(self, key, kernel, kernel_init):
     return {"kernel": self.draw(key, kernel.shape, kernel.dtype, kernel_init)}
@@ -46,7 +45,6 @@ class Shallow(Rule):
 
   name = "shallow"
   sends_error = False
-  fixed_feedback = True
 
   def feedback(self, w, state, key, kernel_init):
     return jnp.zeros_like(w)

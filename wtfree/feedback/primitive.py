@@ -75,19 +75,13 @@ def _linear_bwd(op, loss, residuals, g):
 _linear.defvjp(_linear_fwd, _linear_bwd)
 
 
-def dense_op(x: Array, w: Array, *, precision=None, fixed_kernel: bool = False) -> Array:
+def dense_op(x: Array, w: Array, *, precision=None) -> Array:
   """``x @ w`` contracting the last axis of ``x`` with the first of ``w``.
 
-  With ``fixed_kernel`` (for the B of a rule with ``fixed_feedback``) the
-  input gradient reads ``w`` transposed from memory on the CPU
-  (`dense_lowering`), which is faster when the product is vmapped over
-  replicas: in a loop of steps XLA transposes the unchanging kernel once,
-  outside the loop. For a kernel that changes every step the transpose
-  would be a copy per step, so JAX's own product is used.
+  Its input gradient reads ``w`` transposed in memory on the CPU, which is
+  faster when the product is vmapped over replicas (`dense_lowering`).
   """
-  if fixed_kernel:
-    return dense_lowering.matmul(x, w, precision)
-  return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+  return dense_lowering.matmul(x, w, precision)
 
 
 def dense(

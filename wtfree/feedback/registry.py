@@ -90,10 +90,6 @@ class Rule:
   learns_between_steps: ClassVar[bool] = False
   # Whether B is a parameter trained on the gradient of `feedback_loss`.
   learns_by_gradient: ClassVar[bool] = False
-  # Whether B is the same array in every step: drawn once, learned by nothing
-  # and independent of W (fa). A loop of steps can then prepare it once: dense
-  # layers read it transposed from memory (`dense_op`'s ``fixed_kernel``).
-  fixed_feedback: ClassVar[bool] = False
   # False where the rule sends no error below the layer (shallow): the layers
   # under it then take no update of any kind.
   sends_error: ClassVar[bool] = True
