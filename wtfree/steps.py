@@ -210,10 +210,6 @@ def _finite(x: Array) -> Array:
   return jnp.isfinite(jnp.sum(x))
 
 
-def _all_finite(tree) -> Array:
-  return jnp.all(jnp.array([_finite(x) for x in jax.tree.leaves(tree)]))
-
-
 def train_step(
     state: TrainState,
     batch: dict,
@@ -265,7 +261,7 @@ def train_step(
     learned = learner.update(new_state.variables(), state.key(1), weight_decay_rate=rate)
     new_state = new_state.replace(feedback=learned["feedback"])
   finite_grads = jax.tree.map(_finite, grads)
-  finite = jnp.isfinite(loss) & _all_finite(grads)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.array(jax.tree.leaves(finite_grads)))
   if skip_nonfinite:
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     new_state = kept.replace(step=state.step + 1)

@@ -3,7 +3,7 @@
 The input gradient of ``x @ w`` is ``g @ w.T``. JAX's own vjp writes it as a
 dot that contracts ``w``'s last axis. XLA:CPU runs that as fast as ``x @ w``
 for one kernel. When the product is batched over a replica axis
-(``config.num_seeds``) it takes about twice as long as the forward product
+(``config.num_seeds``) it runs more slowly than the forward product
 (docs/performance.md). `matmul` is ``x @ w`` with a vjp that, on the CPU,
 first writes ``w.T`` to memory. An optimisation barrier stops XLA from folding
 the transpose back into the dot, so the batched input gradient is a plain
