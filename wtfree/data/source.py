@@ -41,6 +41,9 @@ class Splits:
 
   Attributes:
     train, test: the two splits.
+    validation: the set's own validation split, held out of ``train``, or
+      None where the set has none (model selection then holds out a fixed
+      part of ``train``: `wtfree.data.holdout`).
     num_classes: classes, or the output dimension of a regression task.
     input_shape: one example's shape.
     task: 'classification', 'regression' or 'language_model' (inputs and
@@ -61,6 +64,7 @@ class Splits:
   task: str = "classification"
   pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
   input_dtype: str = "float32"
+  validation: Source | None = None
 
 
 def array_splits(x_train, y_train, x_test, y_test, num_classes: int, task: str = "classification") -> Splits:
