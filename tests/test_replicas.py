@@ -49,7 +49,7 @@ def test_each_replica_is_the_single_seed_run_of_its_seed(rule, tmp_path):
   assert len(logged["eval/top1/seeds"]) == 3
   np.testing.assert_allclose(logged["eval/loss/seeds"][2], alone["eval/loss"], rtol=1e-5)
   np.testing.assert_allclose(logged["eval/loss"], np.mean(logged["eval/loss/seeds"]), rtol=1e-6)
-  np.testing.assert_allclose(logged["eval/loss/std"], np.std(logged["eval/loss/seeds"]), rtol=1e-6)
+  np.testing.assert_allclose(logged["eval/loss/std"], np.std(logged["eval/loss/seeds"], ddof=1), rtol=1e-6)
   angles = _records(tmp_path / "three", "train")[-1]
   assert len(angles["angle/weight/Dense_0/seeds"]) == 3 and "angle/weight/Dense_0/std" in angles
 
@@ -71,6 +71,6 @@ def test_replica_groups_divide_devices_and_seeds():
 
 def test_summarise_gives_mean_std_and_the_values_in_replica_order():
   out = replicas.summarise({"eval/top1": np.array([0.5, 1.0, 0.75])}, 3)
-  assert out == {"eval/top1": 0.75, "eval/top1/std": pytest.approx(np.std([0.5, 1.0, 0.75])),
+  assert out == {"eval/top1": 0.75, "eval/top1/std": pytest.approx(np.std([0.5, 1.0, 0.75], ddof=1)),
                  "eval/top1/seeds": [0.5, 1.0, 0.75]}
   assert replicas.summarise({"eval/top1": np.float32(0.5)}, 1) == {"eval/top1": 0.5}

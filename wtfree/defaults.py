@@ -9,6 +9,7 @@
 import ml_collections
 
 from wtfree import feedback
+from wtfree import grid
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -24,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.flatten = False
   config.data_workers = 0
   config.prefetch = 2
+  # The fraction of the training set held out as the validation split, for a
+  # set without one of its own (a sweep holds out 0.1 when this is 0).
+  config.holdout = 0.0
   # Model and rule.
   config.model = "mlp"
   config.model_options = ml_collections.ConfigDict({"widths": (256, 256), "activation": "relu", "batch_norm": False})
@@ -73,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluate and log angles once before the first step (a fresh run only).
   config.eval_at_start = False
   config.tensorboard = True
+  # A grid of runs in one command, e.g. --config.sweep.learning_rate=0.01,0.1
+  # (wtfree.grid): every field above (and its options) as a list of values.
+  config.sweep = grid.declare(config)
   return config
 
 

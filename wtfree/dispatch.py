@@ -37,38 +37,47 @@ class Guard(flax.struct.PyTreeNode):
   finite_grads: Any
 
   @classmethod
-  def fresh(cls, params) -> "Guard":
-    """A guard with nothing diverged, for a state with ``params``."""
-    return cls(ok=jnp.ones((), bool), step=-jnp.ones((), jnp.int32), loss=jnp.zeros((), jnp.float32),
+  def fresh(cls, params, ok=True) -> "Guard":
+    """A guard for a state with ``params``: nothing diverged yet, or, with ``ok`` False, diverged before."""
+    return cls(ok=jnp.asarray(ok, bool), step=-jnp.ones((), jnp.int32), loss=jnp.zeros((), jnp.float32),
                finite_grads=jax.tree.map(lambda _: jnp.ones((), bool), params))
 
 
-def guarded(step_fn, *, skip_nonfinite: bool):
-  """``(state, guard, batch) -> (state, guard, metrics)``: ``step_fn`` that records the first divergence.
+def guarded(step_fn, *, skip_nonfinite: bool, freeze_diverged: bool = False):
+  """``(state, guard, batch, *args) -> (state, guard, metrics)``: ``step_fn`` that records the first divergence.
 
   Under ``skip_nonfinite`` a non-finite step is skipped (``step_fn`` itself
-  keeps the state) and nothing is recorded. The state is not guarded step
-  by step (a select over the whole state would cost as much as a small
-  model's step): the host discards the run's state when the guard reports.
+  keeps the state) and nothing is recorded. Otherwise the state is not
+  guarded step by step: the host discards the run's state when the guard
+  reports; except under ``freeze_diverged`` (a sweep, whose other cells go
+  on), where a state whose guard has reported stays as it was before that
+  step, but for its step count, and its ``loss`` and ``top1`` read NaN.
   """
 
-  def run(state, guard, batch):
-    new_state, metrics = step_fn(state, batch)
+  def run(state, guard, batch, *args):
+    new_state, metrics = step_fn(state, batch, *args)
     diverged = guard.ok & ~metrics["finite"] & (not skip_nonfinite)
+    ok = guard.ok & ~diverged
     guard = Guard(
-        ok=guard.ok & ~diverged,
+        ok=ok,
         step=jnp.where(diverged, (state.step + 1).astype(jnp.int32), guard.step),
         loss=jnp.where(diverged, metrics["loss"].astype(jnp.float32), guard.loss),
         finite_grads=jax.tree.map(lambda now, was: jnp.where(diverged, now, was),
                                   metrics["finite_grads"], guard.finite_grads),
     )
-    return new_state, guard, {k: v for k, v in metrics.items() if k != "finite_grads"}
+    metrics = {k: v for k, v in metrics.items() if k != "finite_grads"}
+    if freeze_diverged:
+      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+      new_state = new_state.replace(step=state.step + 1)
+      metrics = {k: v if k == "finite" else jnp.where(ok, v, jnp.nan) for k, v in metrics.items()}
+      metrics["finite"] = metrics["finite"] & ok
+    return new_state, guard, metrics
 
   return run
 
 
 def scan_steps(run, batch_sharding=None):
-  """``(state, guard, images, labels, indices, count) -> (state, guard, metrics)``: a run of steps, one program.
+  """``(state, guard, images, labels, indices, count, *args) -> (state, guard, metrics)``: a run of steps, one program.
 
   ``indices`` is ``[K, b]`` (metrics ``[K]``) or, for a run of N replicas,
   ``[K, N, b]`` (metrics ``[K, N]``). Batch k is ``images[indices[k]]``,
@@ -76,26 +85,26 @@ def scan_steps(run, batch_sharding=None):
   Only the first ``count`` batches are stepped, and only the first ``count``
   rows of the metrics are written: every run up to K steps long is the same
   compiled program, so runs of different lengths between the loop's
-  boundaries do not compile again.
+  boundaries do not compile again. ``args`` reach every step as they are.
   """
 
   # Jitted so that the metrics' shapes, taken before the loop, and the loop's
   # body share one trace of the step.
   @jax.jit
-  def step_on_rows(state, guard, images, labels, rows):
+  def step_on_rows(state, guard, images, labels, rows, *args):
     batch = {"image": images[rows], "label": labels[rows]}
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return run(state, guard, batch)
+    return run(state, guard, batch, *args)
 
-  def scanned(state, guard, images, labels, indices, count):
+  def scanned(state, guard, images, labels, indices, count, *args):
     def body(k, carry):
       state, guard, metrics = carry
-      state, guard, step_metrics = step_on_rows(state, guard, images, labels, indices[k])
+      state, guard, step_metrics = step_on_rows(state, guard, images, labels, indices[k], *args)
       metrics = jax.tree.map(lambda all_, one: all_.at[k].set(one), metrics, step_metrics)
       return state, guard, metrics
 
-    shapes = jax.eval_shape(step_on_rows, state, guard, images, labels, indices[0])[2]
+    shapes = jax.eval_shape(step_on_rows, state, guard, images, labels, indices[0], *args)[2]
     metrics = jax.tree.map(lambda m: jnp.zeros((indices.shape[0], *m.shape), m.dtype), shapes)
     return jax.lax.fori_loop(0, count, body, (state, guard, metrics))
 

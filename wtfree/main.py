@@ -3,6 +3,11 @@
     python -m wtfree.main --config=configs/digits_mlp.py --workdir=runs/digits
     python -m wtfree.main --config=configs/resnet50_wm.py --workdir=gs://bucket/r50_wm \
         --config.batch_size=1024
+    python -m wtfree.main --config=configs/digits_mlp.py --workdir=runs/lr \
+        --config.sweep.learning_rate=0.01,0.03,0.1,0.3 --config.num_seeds=5
+
+A config whose ``sweep`` sets a field runs the grid (`wtfree.sweep`) and
+prints its table.
 
 Every process of a multi-host job runs this same command. Outside Cloud TPU,
 Slurm and Open MPI, which jax detects by itself, describe the job to each
@@ -22,7 +27,10 @@ import jax
 from ml_collections import config_flags
 
 from wtfree import data
+from wtfree import grid
 from wtfree import preemption
+from wtfree import sweep
+from wtfree import sweep_report
 from wtfree import train
 
 FLAGS = flags.FLAGS
@@ -79,7 +87,11 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.default_backend())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if grid.is_sweep(FLAGS.config):
+      summary = sweep.run(FLAGS.config, FLAGS.workdir)
+      print(sweep_report.markdown(summary))
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, data.DataNotPreparedError) as e:  # A config that cannot run: no traceback, exit 2.
     _exit(f"error: {e}", 2)
   except train.DivergenceError as e:

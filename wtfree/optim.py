@@ -44,30 +44,34 @@ def _all_leaves(params) -> Any:
 _DECAY_SETS: dict[str, Callable[[Any], Any]] = {"kernels": decay_mask, "all": _all_leaves}
 
 
-def _sgd(config) -> optax.GradientTransformation:
-  momentum = config.get("momentum", 0.0)
-  if not momentum:
+def _sgd(config, hparams) -> optax.GradientTransformation:
+  # A swept momentum keeps its trace even where a cell's value is 0, so
+  # that every cell has the same optimizer state.
+  momentum = hparams.get("momentum", config.get("momentum", 0.0))
+  if "momentum" not in hparams and not momentum:
     return optax.identity()
   return optax.trace(decay=momentum, nesterov=bool(config.get("nesterov", False)))
 
 
-def _adam(config) -> optax.GradientTransformation:
+def _adam(config, hparams) -> optax.GradientTransformation:
+  del hparams
   return optax.scale_by_adam(
       b1=config.get("b1", 0.9), b2=config.get("b2", 0.999), eps=config.get("eps", 1e-8)
   )
 
 
-_OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {"sgd": _sgd, "adam": _adam}
+_OPTIMIZERS: dict[str, Callable[[Any, dict], optax.GradientTransformation]] = {"sgd": _sgd, "adam": _adam}
 
 
-def base_learning_rate(config) -> float:
-  """``config.learning_rate``, times ``config.batch_size / 256`` if ``scale_lr_by_batch``.
+def base_learning_rate(config, learning_rate=None):
+  """``config.learning_rate`` (or ``learning_rate``), times ``config.batch_size / 256`` if ``scale_lr_by_batch``.
 
   The switch ``config.scale_lr_by_batch`` defaults to True: the ImageNet
   configs quote learning rates per 256 examples (Akrout et al.: 0.1 per 256).
   Small-data configs that quote the rate as used should set it False.
+  ``learning_rate`` may be a traced per-replica value (a sweep's).
   """
-  lr = float(config.learning_rate)
+  lr = float(config.learning_rate) if learning_rate is None else learning_rate
   if config.get("scale_lr_by_batch", True):
     lr *= config.batch_size / REFERENCE_BATCH
   return lr
@@ -112,7 +116,7 @@ def mirror_steps(config, steps_per_epoch: float) -> int:
   return int(config.get("mirror_epochs", 0) * steps_per_epoch)
 
 
-def schedule(config, steps_per_epoch: float) -> optax.Schedule:
+def schedule(config, steps_per_epoch: float, hparams=None) -> optax.Schedule:
   """The learning rate at each global training step, joined from optax schedules.
 
   Zero for the first ``config.mirror_epochs`` epochs (weight-mirror-only
@@ -133,6 +137,8 @@ def schedule(config, steps_per_epoch: float) -> optax.Schedule:
   Args:
     config: the run's config.
     steps_per_epoch: training steps per epoch.
+    hparams: per-replica values that replace the config's (a sweep's
+      ``learning_rate``), or None.
 
   Returns:
     A function ``global step -> learning rate``, mirror-only steps included.
@@ -144,25 +150,35 @@ def schedule(config, steps_per_epoch: float) -> optax.Schedule:
     raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
   mirror = mirror_steps(config, steps_per_epoch)
   warmup = config.get("warmup_epochs", 0) * steps_per_epoch
-  body = _SCHEDULES[config.schedule](config, base_learning_rate(config), steps_per_epoch, mirror + warmup)
+  hparams = dict(hparams or {})
+  if "learning_rate" in hparams:
+    # A traced base rate scales the schedule's shape, drawn at rate 1.
+    base = base_learning_rate(config, hparams["learning_rate"])
+    shape = _SCHEDULES[config.schedule](config, 1.0, steps_per_epoch, mirror + warmup)
+    body = lambda step: base * shape(step)
+  else:
+    body = _SCHEDULES[config.schedule](config, base_learning_rate(config), steps_per_epoch, mirror + warmup)
   # 0 through the mirror-only steps, then a linear ramp to 1 over the warm-up.
   rise = optax.linear_schedule(0.0, 1.0, warmup) if warmup > 0 else optax.constant_schedule(1.0)
   ramp = optax.join_schedules([optax.constant_schedule(0.0), rise], [mirror])
   return lambda step: ramp(step) * body(step)
 
 
-def weight_decay_rate(config, steps_per_epoch: float) -> optax.Schedule | None:
+def weight_decay_rate(config, steps_per_epoch: float, hparams=None) -> optax.Schedule | None:
   """The fraction by which the chain's weight decay shrinks a weight with no gradient, per step.
 
   ``lr_t * weight_decay / (1 - momentum)`` (momentum 0 for Adam) at the
   global step, the rate SGD's L2 decay settles to; None without weight
   decay. Kolen-Pollack's B - W decays at this rate in wtfree's loop.
+  ``hparams`` replaces config values per replica, as in `make`.
   """
-  if not config.get("weight_decay", 0.0):
+  hparams = dict(hparams or {})
+  weight_decay = hparams.get("weight_decay", config.get("weight_decay", 0.0))
+  if "weight_decay" not in hparams and not weight_decay:
     return None
-  lr = schedule(config, steps_per_epoch)
-  momentum = config.get("momentum", 0.0) if config.optimizer == "sgd" else 0.0
-  per_lr = config.weight_decay / (1.0 - momentum)
+  lr = schedule(config, steps_per_epoch, hparams)
+  momentum = hparams.get("momentum", config.get("momentum", 0.0)) if config.optimizer == "sgd" else 0.0
+  per_lr = weight_decay / (1.0 - momentum)
   return lambda step: lr(step) * per_lr
 
 
@@ -177,7 +193,7 @@ def check_names(config) -> None:
     raise ValueError(f"weight_decay_on {decay_on!r} is not one of {', '.join(_DECAY_SETS)}")
 
 
-def make(config, steps_per_epoch: float, frozen=None) -> optax.GradientTransformation:
+def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.GradientTransformation:
   """The optimizer of a run, as one optax chain.
 
   Reads ``config.optimizer`` ('sgd' with ``momentum`` and ``nesterov``, or
@@ -195,6 +211,10 @@ def make(config, steps_per_epoch: float, frozen=None) -> optax.GradientTransform
     steps_per_epoch: training steps per epoch.
     frozen: a mask of parameters that take no update of any kind
       (`wtfree.learning.frozen_mask`), or None.
+    hparams: ``learning_rate``, ``weight_decay`` or ``momentum`` values that
+      replace the config's, e.g. one replica's traced values in a sweep
+      (`wtfree.grid`); a swept field keeps its transform in the chain even
+      where its value is 0.
 
   Returns:
     ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr``.
@@ -203,13 +223,15 @@ def make(config, steps_per_epoch: float, frozen=None) -> optax.GradientTransform
     ValueError: for an unknown optimizer, schedule or decay set.
   """
   check_names(config)
+  hparams = dict(hparams or {})
   chain = []
-  if config.get("weight_decay", 0.0):
-    chain.append(optax.add_decayed_weights(config.weight_decay, mask=_DECAY_SETS[config.get("weight_decay_on", "kernels")]))
+  weight_decay = hparams.get("weight_decay", config.get("weight_decay", 0.0))
+  if "weight_decay" in hparams or weight_decay:
+    chain.append(optax.add_decayed_weights(weight_decay, mask=_DECAY_SETS[config.get("weight_decay_on", "kernels")]))
   if config.get("batch_manhattan", False):
     chain.append(batch_manhattan())
-  chain.append(_OPTIMIZERS[config.optimizer](config))
-  lr, offset = schedule(config, steps_per_epoch), mirror_steps(config, steps_per_epoch)
+  chain.append(_OPTIMIZERS[config.optimizer](config, hparams))
+  lr, offset = schedule(config, steps_per_epoch, hparams), mirror_steps(config, steps_per_epoch)
   chain.append(optax.scale_by_learning_rate(lambda count: lr(count + offset)))
   tx = optax.chain(*chain)
   return tx if frozen is None else learning.freeze(tx, frozen)

@@ -1,10 +1,12 @@
 """Several seeds of one run as one program: the replica axis.
 
-With ``config.num_seeds = N`` every leaf of the train state has a leading
-axis of N replicas, and the train, eval, alignment and mirror steps are
-vmapped over it. Replica s is the run of seed ``config.seed + s``: its
+With ``config.num_seeds = S`` (times a sweep's C cells, `wtfree.grid`)
+every leaf of the train state has a leading axis of N = C * S replicas, and
+the train, eval, alignment and mirror steps are vmapped over it. Replica
+``c * S + s`` is the run of cell c with seed ``config.seed + s``: its
 initialisation, data order and every random draw of the step come from that
-seed, as in a single-seed run. A single-seed run has no replica axis.
+seed, and its learning rate, weight decay and momentum from that cell
+(`hparams`), as in a single run. A single run has no replica axis.
 """
 
 import dataclasses
@@ -12,17 +14,28 @@ import dataclasses
 import jax
 import numpy as np
 
+from wtfree import grid
 from wtfree import sharding
 
 
-def count(config) -> int:
-  """The number of replicas ``config`` asks for (``num_seeds``, default 1)."""
+def num_seeds(config) -> int:
+  """The seeds per cell ``config`` asks for (``num_seeds``, default 1)."""
   return int(config.get("num_seeds", 1) or 1)
 
 
+def count(config) -> int:
+  """The number of replicas ``config`` asks for: its sweep's cells (`wtfree.grid`) times ``num_seeds``."""
+  return len(grid.cells(config)) * num_seeds(config)
+
+
 def seeds(config) -> list[int]:
-  """The seed of each replica, in replica order."""
-  return [int(config.seed) + s for s in range(count(config))]
+  """The seed of each replica, in replica order: cell c's seeds are ``seed .. seed + num_seeds - 1``."""
+  return [int(config.seed) + s for _ in grid.cells(config) for s in range(num_seeds(config))]
+
+
+def hparams(config) -> dict[str, np.ndarray]:
+  """The swept replica fields' values, one per replica (``{}`` when nothing is swept)."""
+  return {k: np.asarray(v, np.float32) for k, v in grid.replica_values(grid.cells(config), num_seeds(config)).items()}
 
 
 def per_replica(fn, num_seeds: int, in_axes=0):
@@ -41,7 +54,7 @@ def summarise(values: dict, num_seeds: int) -> dict:
   """Per-replica metrics as JSON-ready scalars.
 
   A value with a replica axis becomes its mean under its own key, its
-  standard deviation under ``<key>/std`` and its N values, in replica order,
+  sample standard deviation (ddof=1) under ``<key>/std`` and its N values, in replica order,
   under ``<key>/seeds``; with one seed the values stay as they are.
   """
   if num_seeds == 1:
@@ -53,6 +66,6 @@ def summarise(values: dict, num_seeds: int) -> dict:
       out[key] = float(value)
       continue
     out[key] = float(np.mean(value))
-    out[f"{key}/std"] = float(np.std(value))
+    out[f"{key}/std"] = float(np.std(value, ddof=1))
     out[f"{key}/seeds"] = [float(v) for v in value]
   return out

@@ -150,12 +150,14 @@ def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: in
 
 
 def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None,
-                       num_seeds: int = 1) -> TrainState:
+                       num_seeds: int = 1, replica_seeds=None) -> TrainState:
   """Initialises the state shape-first on ``mesh``, through ``learner.init``.
 
   With ``num_seeds > 1`` every leaf has a leading replica axis: replica s is
   the state a single-seed run of ``seed + s`` starts from, and the replicas
   are split over the mesh's replica axis (`wtfree.replicas`).
+  ``replica_seeds`` (a sequence of seeds, one per replica, e.g. a sweep's
+  `wtfree.replicas.seeds`) replaces ``seed + s``.
   """
   learner = learner or make_learner(model, input_shape)
 
@@ -172,10 +174,13 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
         rng=jax.random.key_data(rng),
     )
 
+  if replica_seeds is not None:
+    num_seeds = len(replica_seeds)
   if num_seeds == 1:
-    rng, place = jax.random.key(seed), sharding.replicated(mesh)
+    rng, place = jax.random.key(seed if replica_seeds is None else replica_seeds[0]), sharding.replicated(mesh)
   else:
-    rng, place = jax.vmap(jax.random.key)(seed + jnp.arange(num_seeds)), sharding.replica_sharding(mesh)
+    seeds = seed + jnp.arange(num_seeds) if replica_seeds is None else jnp.asarray(replica_seeds)
+    rng, place = jax.vmap(jax.random.key)(seeds), sharding.replica_sharding(mesh)
     init = replicas.per_replica(init, num_seeds)
   abstract = jax.eval_shape(init, rng)
   return jit(init, runs_once=True, out_shardings=jax.tree.map(lambda _: place, abstract))(rng)

@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import json
 import time
 import warnings
 
@@ -16,6 +17,7 @@ import numpy as np
 from wtfree import checkpoint
 from wtfree import data
 from wtfree import dispatch
+from wtfree import grid
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
@@ -73,6 +75,11 @@ def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) 
   )
 
 
+def _save_diverged(diverged: dict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / "diverged.json").write_text(json.dumps(diverged, indent=1, sort_keys=True))
+
+
 def _save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     path = epath.Path(workdir)
@@ -80,7 +87,7 @@ def _save_config(config, workdir: str) -> None:
     (path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False) -> TrainState:
   """Trains and evaluates the run ``config`` describes, resuming from ``workdir``.
 
   Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
@@ -93,11 +100,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   With ``config.num_seeds = N > 1`` the run trains N replicas in one program
   (`wtfree.replicas`): replica s is the run of seed ``config.seed + s``, every
   metric is logged as the mean over replicas with ``<key>/std`` and
-  ``<key>/seeds``, and checkpoints hold all of them.
+  ``<key>/seeds``, and checkpoints hold all of them. A config whose
+  ``sweep`` sets replica fields (`wtfree.grid`: learning rate, weight decay,
+  momentum) trains every cell times every seed as replicas of this one
+  program, each replica with its cell's values.
+
+  With a validation split (the set's own, or ``config.holdout`` of the
+  training set) every evaluation also logs ``val/<metric>``.
 
   Args:
     config: the run's hyperparameters (see `wtfree.defaults`).
     workdir: where checkpoints and metrics go (local path or ``gs://``).
+    keep_going: a replica whose loss or gradients stop being finite is
+      frozen and reported in ``workdir/diverged.json`` while the others go
+      on (a sweep's cells), instead of stopping the run.
 
   Returns:
     The final train state (with a leading replica axis when ``num_seeds > 1``).
@@ -111,6 +127,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   validate.check_workdir(config, workdir)
   n = replicas.count(config)
   mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
+  # A sweep's per-replica values: arguments of the step, not constants of its trace.
+  hparams = replicas.hparams(config)
+  hparams = {k: v[0] for k, v in hparams.items()} if n == 1 else jax.device_put(
+      hparams, sharding.replica_sharding(mesh))
   ds = data.get_dataset(config)
   views = replicas.datasets(ds, config)
   model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
@@ -123,34 +143,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if learner.zeroes_errors:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
     frozen = frozen_params(model, learner, first, ds.task, config.seed)
-  tx = optim.make(config, steps_per_epoch, frozen)
-  weight_decay_rate = optim.weight_decay_rate(config, steps_per_epoch)
+  # The optimizer of each replica's values; the structure of its state is the same for all.
+  make_tx = lambda hp: optim.make(config, steps_per_epoch, frozen, hp)
+  tx = make_tx(replicas.hparams(config) and {k: v[0] for k, v in replicas.hparams(config).items()})
 
-  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner, num_seeds=n)
+  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
+                             replica_seeds=replicas.seeds(config))
   ckpt = checkpoint.Checkpointer(
       workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
   )
-  resumed, restored, _ = ckpt.restore_latest(checkpoint.abstract_like(state))
+  resumed, restored, meta = ckpt.restore_latest(checkpoint.abstract_like(state))
+  diverged: dict[str, dict] = {}  # Replica -> the step and loss at which it stopped (keep_going).
   if resumed is not None:
     state = restored
+    diverged = dict(meta.get("diverged", {}))
     logging.info("Resumed from the checkpoint at step %d in %s", resumed, workdir)
   _save_config(config, workdir)
-  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
+                                cells=len(grid.cells(config)))
 
   skip = bool(config.get("skip_nonfinite", False))
-  guarded_step = replicas.per_replica(dispatch.guarded(
-      functools.partial(train_step, model=model, tx=tx, task=ds.task, learner=learner,
-                        weight_decay_rate=weight_decay_rate, skip_nonfinite=skip),
-      skip_nonfinite=skip,
-  ), n)
+
+  def replica_step(state, batch, hp):
+    return train_step(state, batch, model=model, tx=make_tx(hp), task=ds.task, learner=learner,
+                      weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp), skip_nonfinite=skip)
+
+  guarded_step = replicas.per_replica(
+      dispatch.guarded(replica_step, skip_nonfinite=skip, freeze_diverged=keep_going), n)
   # Batches reach the device as read (uint8 pixels for TFDS sets) and are made ready there.
-  step_fn = lambda state, guard, batch: guarded_step(state, guard, ds.prepare(batch))
+  step_fn = lambda state, guard, batch, hp: guarded_step(state, guard, ds.prepare(batch), hp)
   on_prepared = lambda fn: (lambda state, batch: fn(state, ds.prepare(batch)))
   batch_place = sharding.batch_sharding(mesh) if n == 1 else sharding.replica_batch_sharding(mesh)
   jit_train = steps.jit(step_fn, donate_argnums=(0, 1))
   jit_mirror = steps.jit(replicas.per_replica(functools.partial(mirror_only_step, learner=learner), n),
                          donate_argnums=0)
   fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
+  alive = lambda: np.array([str(r) not in diverged for r in range(n)]) if n > 1 else np.bool_("0" not in diverged)
   jit_eval = steps.jit(on_prepared(
       replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
   jit_align = steps.jit(on_prepared(
@@ -177,21 +205,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return sharding.global_batch({k: np.stack([b[k] for b in local]) for k in local[0]}, mesh, replicas=True)
 
   def evaluate(step):
-    sums = None
-    for local in ds.eval_batches():
-      batch_sums = jax.device_get(jit_eval(state, sharding.global_batch(local, mesh)))
-      sums = batch_sums if sums is None else jax.tree.map(np.add, sums, batch_sums)
-    count = np.maximum(np.asarray(sums.pop("count"), np.float64), 1.0)
-    results = replicas.summarise({f"eval/{k}": np.asarray(v) / count for k, v in sums.items()}, n)
-    writer.write(step, "eval", results)
-    logging.info("step %d eval %s", step, _fmt(results))
+    splits = [("test", "eval")] + ([("validation", "val")] if ds.has_validation else [])
+    for split, prefix in splits:
+      sums = None
+      for local in ds.eval_batches(split):
+        batch_sums = jax.device_get(jit_eval(state, sharding.global_batch(local, mesh)))
+        sums = batch_sums if sums is None else jax.tree.map(np.add, sums, batch_sums)
+      count = np.maximum(np.asarray(sums.pop("count"), np.float64), 1.0)
+      results = replicas.summarise({f"{prefix}/{k}": np.asarray(v) / count for k, v in sums.items()}, n)
+      writer.write(step, "eval" if split == "test" else split, results)
+      logging.info("step %d %s %s", step, split, _fmt(results))
 
   def save(step, force=False):
     minutes = config.get("checkpoint_every_minutes", 0)
     force = force or (minutes > 0 and time.time() - save.last > 60 * minutes)
     if not force and step % config.checkpoint_every_steps:
       return  # Not a checkpoint step: spare orbax's own check, a few ms at every boundary.
-    if ckpt.save(step, state, {"data_position": step, "rule": config.rule, "num_seeds": n}, force=force):
+    meta = {"data_position": step, "rule": config.rule, "num_seeds": n, "diverged": diverged}
+    if ckpt.save(step, state, meta, force=force):
       save.last = time.time()
 
   def train_run(state, guard, step, end):
@@ -207,12 +238,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       rows = indices(step, end - step)
       padded = np.zeros((longest, *rows.shape[1:]), rows.dtype)
       padded[:len(rows)] = rows
-      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(padded), np.int32(len(rows)))
+      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(padded), np.int32(len(rows)),
+                                       hparams)
       return state, guard, metrics, end - step, lambda: jax.device_put(gathered(rows[-1]), batch_place)
     runs = []
     for _ in range(step, end):
       batch = next(device_batches)
-      state, guard, metrics = jit_train(state, guard, batch)
+      state, guard, metrics = jit_train(state, guard, batch, hparams)
       runs.append(metrics)
       if stop.requested:  # SIGTERM: stop at this step, not at the next boundary.
         break
@@ -269,14 +301,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         done = taken_step
         flush()
       else:
-        state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params), step, done)
+        state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params, alive()), step,
+                                                                   done)
         done = step + taken_steps
         flush()
         guard, taken = jax.device_get((guard, metrics))
         taken = jax.tree.map(lambda m: m[:taken_steps], taken)
-        if not np.all(guard.ok):
+        if not np.all(guard.ok) and not keep_going:
           ckpt.wait()
           raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
+        newly = np.atleast_1d(~np.asarray(guard.ok) & alive())
+        if newly.any():
+          for r in np.flatnonzero(newly):
+            loss = float(np.atleast_1d(guard.loss)[r])
+            # JSON has no NaN or infinity: a non-finite loss is written as its name.
+            diverged[str(r)] = {"step": int(np.atleast_1d(guard.step)[r]), "loss": loss if np.isfinite(loss) else str(loss)}
+            logging.warning("replica %d (seed %d) diverged at step %d (loss %s) with rule %r; it keeps its last "
+                            "finite state and the other replicas go on", r, replicas.seeds(config)[r],
+                            diverged[str(r)]["step"], diverged[str(r)]["loss"], config.rule)
+          _save_diverged(diverged, workdir)
         finite = np.asarray(taken.pop("finite"), bool)
         if skip and not finite.all():
           skipped += int((~finite).sum())

@@ -6,8 +6,10 @@ from absl import logging
 from etils import epath
 import jax
 
+from wtfree import grid
 from wtfree import models
 from wtfree import optim
+from wtfree import replicas
 
 # Fields compared between a run in a workdir and a new start there: a
 # difference in any other field (logging, checkpoint cadence, length) is
@@ -27,7 +29,8 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   """Raises ValueError naming the problem and the fix for a config that cannot run.
 
   Checks: the rule, its options, model, optimizer, schedule and data set
-  exist; ``num_seeds`` is a positive integer; the global batch sizes divide
+  exist; ``num_seeds`` is a positive integer; a sweep's grid reads
+  (`wtfree.grid`) and keeps the learning rate positive; the global batch sizes divide
   over each replica's devices and over the hosts; Batch
   Manhattan is not paired with Adam; and the rule's own checks
   (`wtfree.feedback.Rule.check_config`), whose warnings are logged.
@@ -36,6 +39,10 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   from wtfree import sharding
 
   rule = models.rule_from_config(config)
+  for cell in grid.cells(config):
+    for field, value in cell.items():
+      if field == "learning_rate" and value <= 0:
+        raise ValueError(f"sweep.learning_rate has {value}: a learning rate must be positive")
   if config.model not in models.names():
     raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
   data.check_name(config.dataset)
@@ -46,7 +53,7 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
     raise ValueError(f"num_seeds {num_seeds!r} is not a positive integer: use e.g. --config.num_seeds=4")
   # Replicas split the devices into groups; each replica's batch divides over its group.
-  devices //= sharding.replica_groups(num_seeds, devices, hosts)
+  devices //= sharding.replica_groups(replicas.count(config), devices, hosts)
   fields = ["batch_size", "eval_batch_size"] + (["mirror_batch_size"] if rule.mirrored else [])
   for field in fields:
     size = config.get(field, None)
@@ -78,8 +85,17 @@ def check_workdir(config, workdir: str) -> None:
   current = json.loads(config.to_json_best_effort())
   for field in _IDENTITY_FIELDS:
     if previous.get(field, _ADDED_LATER.get(field)) != current.get(field):
-      raise ValueError(
-          f"workdir {workdir} holds a run with {field}={previous.get(field)!r}, this config has "
-          f"{field}={current.get(field)!r}: use a new --workdir, or --config.resume_anyway=True "
-          "to continue that run with this config"
-      )
+      _refuse(workdir, field, previous.get(field), current.get(field))
+  # A sweep's cells are replicas of the run: its set entries are part of what it is.
+  was, now = (grid.set_entries(c.get("sweep") or {}) for c in (previous, current))
+  if was != now:
+    _refuse(workdir, "sweep", was, now)
+
+
+def _refuse(workdir: str, field: str, was, now) -> None:
+  raise ValueError(
+      f"workdir {workdir} holds a run with {field}={was!r}, this config has "
+      f"{field}={now!r}: use a new --workdir, or --config.resume_anyway=True "
+      "to continue that run with this config"
+  )
+

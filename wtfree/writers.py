@@ -12,14 +12,17 @@ class MetricWriter:
 
   Every call to `write` is one JSON object ``{"step", "split", <metric>: ...}``
   and one scalar per metric in TensorBoard. A metric may be a list (the
-  per-seed values of a run of several seeds): it goes to the JSON line only.
+  per-seed values of a run of several seeds): it goes to the JSON line only,
+  except in a sweep of several ``cells``, whose TensorBoard has one run per
+  cell (``tensorboard/cell_<c>``) with the mean over that cell's seeds.
   On processes other than 0 it writes nothing.
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, cells: int = 1):
     self._active = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
+    self._cells = []
     if not self._active:
       return
     workdir = epath.Path(workdir)
@@ -29,7 +32,10 @@ class MetricWriter:
     if tensorboard:
       from tensorboardX import SummaryWriter  # Imported lazily: it pulls in protobuf.
 
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+      if cells > 1:
+        self._cells = [SummaryWriter(str(workdir / "tensorboard" / f"cell_{c}")) for c in range(cells)]
+      else:
+        self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, scalars: dict) -> None:
     """Writes one log event of scalar (or list-of-scalar) metrics."""
@@ -44,9 +50,18 @@ class MetricWriter:
         if not isinstance(value, list):
           self._tb.add_scalar(name, value, int(step))
       self._tb.flush()
+    for c, cell_writer in enumerate(self._cells):
+      # A sweep's cells: each gets the mean over its own seeds (replicas are cell-major).
+      for name, value in values.items():
+        if isinstance(value, list) and name.endswith("/seeds"):
+          per_cell = np.asarray(value, np.float64).reshape(len(self._cells), -1)[c]
+          if np.all(np.isfinite(per_cell)):  # A cell with a diverged seed has no mean to plot.
+            cell_writer.add_scalar(name[: -len("/seeds")], float(np.mean(per_cell)), int(step))
+      cell_writer.flush()
 
   def close(self) -> None:
     if self._jsonl is not None:
       self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
+    for writer in [self._tb, *self._cells]:
+      if writer is not None:
+        writer.close()

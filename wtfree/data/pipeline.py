@@ -156,6 +156,11 @@ class Dataset:
     return len(self.splits.test)
 
   @property
+  def has_validation(self) -> bool:
+    """Whether the set has a validation split (its own or held out of training, ``config.holdout``)."""
+    return self.splits.validation is not None
+
+  @property
   def task(self) -> str:
     return self.splits.task
 
@@ -218,16 +223,20 @@ class Dataset:
     layout = _Layout(self.batch_size, self.process_index, self.process_count)
     return train_indices(self.num_train, layout, int(self.seed), np.arange(start_step, start_step + steps))
 
-  def eval_batches(self):
-    """One pass over the test split in a fixed order, this host's rows of each global eval batch.
+  def eval_batches(self, split: str = "test"):
+    """One pass over the ``split`` split ('test' or 'validation') in a fixed order, this host's rows.
 
-    Every host yields ``ceil(num_test / eval_batch_size)`` batches of
+    Every host yields ``ceil(len(split) / eval_batch_size)`` batches of
     ``eval_batch_size // process_count`` rows; rows past the end of the split
     are zeros with ``'mask'`` 0 (real rows have 1).
     """
+    sources = {"test": self.splits.test, "validation": self.splits.validation}
+    if sources.get(split) is None:
+      raise ValueError(f"split {split!r} is not one of this data set's: "
+                       f"{', '.join(k for k, v in sources.items() if v is not None)}")
     layout = _Layout(self.eval_batch_size, self.process_index, self.process_count)
-    steps = math.ceil(self.num_test / self.eval_batch_size)
-    return self._iterate(grain.MapDataset.range(steps).map(_EvalStep(self.splits.test, layout, self.flatten)))
+    steps = math.ceil(len(sources[split]) / self.eval_batch_size)
+    return self._iterate(grain.MapDataset.range(steps).map(_EvalStep(sources[split], layout, self.flatten)))
 
   def _iterate(self, batches: grain.MapDataset):
     # Threads only pay off when reading is I/O or decoding; in-memory sets read fastest inline.

@@ -7,7 +7,7 @@ import jax
 
 from wtfree.data import arrays, embedded, synthetic, text, tfds_sets
 from wtfree.data.pipeline import Dataset
-from wtfree.data.source import Splits
+from wtfree.data.source import Splits, with_validation
 
 _DATASETS: dict[str, Callable[..., Splits]] = {}
 
@@ -32,7 +32,9 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
   """This host's view of the data set ``config.dataset``.
 
   Reads ``dataset``, ``batch_size`` (global), ``seed`` and, when present,
-  ``eval_batch_size`` (default ``batch_size``), ``data_dir``, ``data_path``,
+  ``eval_batch_size`` (default ``batch_size``), ``holdout`` (the fraction
+  of the training set held out as the validation split of a set without
+  its own), ``data_dir``, ``data_path``,
   ``image_size``, ``context_length``, ``flatten``, ``data_workers`` and ``prefetch``.
 
   Args:
@@ -66,7 +68,7 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
   workers, prefetch = int(config.get("data_workers", 0) or 0), int(config.get("prefetch", 2))
   if workers < 0 or prefetch < 0:
     raise ValueError(f"data_workers {workers} and prefetch {prefetch} must both be >= 0")
-  splits = _DATASETS[name](config)
+  splits = with_validation(_DATASETS[name](config), float(config.get("holdout", 0.0) or 0.0))
   if batch_size > len(splits.train):
     raise ValueError(
         f"batch_size {batch_size} is larger than {name!r}'s {len(splits.train)} training examples; lower it"

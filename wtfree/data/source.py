@@ -77,3 +77,57 @@ def array_splits(x_train, y_train, x_test, y_test, num_classes: int, task: str =
       input_shape=tuple(np.shape(x_train)[1:]),
       task=task,
   )
+
+
+# The held-out part of a training set is the same for every run and seed.
+_HOLDOUT_SEED = 0x5A11D
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedSource:
+  """The examples of ``source`` at ``indices``, in that order."""
+
+  source: Source
+  indices: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def read(self, indices: np.ndarray, keys: np.ndarray | None) -> dict[str, np.ndarray]:
+    return self.source.read(self.indices[np.asarray(indices)], keys)
+
+
+def _subset(source: Source, indices: np.ndarray) -> Source:
+  if isinstance(source, ArraySource):  # Stays an in-memory set, which the loop keeps on the device.
+    return ArraySource(source.x[indices], source.y[indices])
+  return IndexedSource(source, indices)
+
+
+def holdout_indices(num_train: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """``(kept, held_out)`` indices of a training set of ``num_train``: a fixed random ``fraction`` held out.
+
+  The permutation has a fixed seed of its own, so every run, seed and
+  sweep cell holds out the same examples; both index lists are sorted.
+  """
+  held = int(round(num_train * fraction))
+  order = np.random.default_rng(_HOLDOUT_SEED).permutation(num_train)
+  return np.sort(order[held:]), np.sort(order[:held])
+
+
+def with_validation(splits: Splits, fraction: float) -> Splits:
+  """``splits`` with a validation split: its own, or ``fraction`` of the training set held out of it.
+
+  Raises:
+    ValueError: for a fraction outside [0, 1), or one that holds out every
+      training example or none.
+  """
+  if splits.validation is not None or not fraction:
+    return splits
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"holdout {fraction} is not in [0, 1): the fraction of the training set held out "
+                     "for validation (--config.holdout=0.1)")
+  kept, held = holdout_indices(len(splits.train), fraction)
+  if not len(kept) or not len(held):
+    raise ValueError(f"holdout {fraction} of {len(splits.train)} training examples leaves "
+                     f"{len(kept)} to train on and {len(held)} to validate on; pick another fraction")
+  return dataclasses.replace(splits, train=_subset(splits.train, kept), validation=_subset(splits.train, held))
