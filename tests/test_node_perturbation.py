@@ -1,9 +1,10 @@
-"""Rule 'np': weight gradients from output noise, and 'fa_sparse': fa on a fixed sparse connectivity."""
+"""Rule 'np': weight gradients from output noise, and 'fa_sparse': fa on fixed sparse connectivities."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from wtfree import feedback
 from wtfree import learning
@@ -65,24 +66,45 @@ def test_node_perturbation_estimates_the_gradient_on_average():
     assert cosine > 0.9, (layer, cosine)
 
 
-def test_sparse_fa_removes_the_same_connections_forward_and_back():
+@pytest.mark.parametrize("shared_mask", [False, True], ids=["independent", "shared"])
+def test_sparse_fa_forward_uses_w_mask_and_the_backward_b_mask(shared_mask):
   x = jax.random.normal(jax.random.key(2), (8, 30))
-  model = _linear_net(feedback.get_rule("fa_sparse", keep=0.5))
-  state, learner, _ = _state(model, x)
-  mask = state.feedback["Dense_0"]["mask"]
-  assert 0.4 < float(mask.mean()) < 0.6
-  dense = _linear_net("fa")
-  w = {**state.params}
-  # Forward: the net computes with mask * W.
-  masked = jax.tree.map(lambda p: p, w)
-  masked["Dense_0"] = {"kernel": w["Dense_0"]["kernel"] * mask}
-  masked["head"] = {"kernel": w["head"]["kernel"] * state.feedback["head"]["mask"]}
+  model = _linear_net(feedback.get_rule("fa_sparse", keep=0.5, shared_mask=shared_mask))
+  state, _, _ = _state(model, x)
+  fb = state.feedback
+  m1, m2 = fb["Dense_0"]["mask"], fb["head"]["mask"]
+  assert 0.4 < float(m1.mean()) < 0.6
+  assert np.array_equal(m1, fb["Dense_0"]["feedback_mask"]) == shared_mask
+  w1, w2 = state.params["Dense_0"]["kernel"], state.params["head"]["kernel"]
+  # Forward: the net computes with W's mask * W.
   out = model.apply(state.variables(), x, train=False)
-  np.testing.assert_allclose(out, dense.clone(rule="bp").apply({"params": masked}, x, train=False), rtol=1e-5, atol=1e-6)
-  # Backward: removed weights get no gradient; the input error goes through mask * B.
+  np.testing.assert_allclose(out, x @ (w1 * m1) @ (w2 * m2), rtol=1e-5, atol=1e-5)
+  # Backward: the error travels through B's mask * B; removed weights get no gradient.
   grads = jax.grad(lambda p, x: jnp.sum(model.apply({**state.variables(), "params": p}, x, train=False)),
                    argnums=(0, 1))(state.params, x)
-  assert np.all(np.asarray(grads[0]["Dense_0"]["kernel"])[np.asarray(mask) == 0] == 0)
-  b1 = state.feedback["Dense_0"]["kernel"] * mask
-  b2 = state.feedback["head"]["kernel"] * state.feedback["head"]["mask"]
-  np.testing.assert_allclose(grads[1], np.ones((8, 10)) @ b2.T @ b1.T, rtol=1e-5, atol=1e-5)
+  b1 = fb["Dense_0"]["kernel"] * fb["Dense_0"]["feedback_mask"]
+  b2 = fb["head"]["kernel"] * fb["head"]["feedback_mask"]
+  delta = np.ones((8, 10))
+  np.testing.assert_allclose(grads[1], delta @ b2.T @ b1.T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grads[0]["Dense_0"]["kernel"], m1 * (x.T @ (delta @ b2.T)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grads[0]["head"]["kernel"], m2 * ((x @ (w1 * m1)).T @ delta), rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(grads[0]["Dense_0"]["kernel"])[np.asarray(m1) == 0] == 0)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.3])
+def test_sparse_fa_masks_are_independent_so_a_connection_is_reciprocal_with_probability_keep_squared(keep):
+  rule = feedback.get_rule("fa_sparse", keep=keep)
+  kernel = jnp.zeros((1000, 1000))
+  state = rule.init_state(jax.random.key(0), kernel, jax.nn.initializers.lecun_normal())
+  w_mask, b_mask = np.asarray(state["mask"]), np.asarray(state["feedback_mask"])
+  n, p = kernel.size, keep**2
+  # Both kept: Bernoulli(keep**2) per entry when the masks are independent; keep when they are one.
+  se = np.sqrt(p * (1 - p) / n)
+  assert abs(np.mean(w_mask * b_mask) - p) < 4 * se, (np.mean(w_mask * b_mask), p, se)
+  for mask in (w_mask, b_mask):
+    assert abs(mask.mean() - keep) < 4 * np.sqrt(keep * (1 - keep) / n)
+
+  shared = feedback.get_rule("fa_sparse", keep=keep, shared_mask=True)
+  state = shared.init_state(jax.random.key(0), kernel, jax.nn.initializers.lecun_normal())
+  np.testing.assert_array_equal(state["mask"], state["feedback_mask"])
+  np.testing.assert_array_equal(state["mask"], w_mask)  # W's mask is the same draw either way.

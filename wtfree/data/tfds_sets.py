@@ -20,11 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from wtfree.data import preprocess
-from wtfree.data.source import Splits
-
-
-class DataNotPreparedError(FileNotFoundError):
-  """A TFDS data set is not in ``data_dir`` as array_record files."""
+from wtfree.data.source import DataNotPreparedError, Splits
 
 
 @dataclasses.dataclass(frozen=True)

