@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -112,6 +111,36 @@ def test_two_by_two_grid_times_two_seeds_equals_the_four_single_runs(tmp_path):
   chosen = summary["chosen"]["run"]
   best = max(summary["cells"], key=lambda c: c["final_validation"]["mean"])
   assert chosen["values"] == best["values"] and chosen["test"] == best["final_test"]
+
+
+# sc's p is drawn from at init, kp's decay acts between steps, sa's alpha inside the backward pass.
+@pytest.mark.parametrize("rule,option,values", [("sc", "p", (0.6, 1.0)), ("kp", "decay", (0.01, 0.3)),
+                                                ("sa", "alpha", (0.01, 0.5))])
+def test_a_rules_numeric_option_is_a_per_replica_value_equal_to_its_single_run(rule, option, values, tmp_path):
+  config = _config(rule=rule)
+  config.sweep.rule_options[option] = ",".join(map(str, values))
+  assert [p.name for p in grid.programs(config)] == ["run"]  # One program: the option is traced.
+  sweep.run(config, str(tmp_path / "sweep"))
+  swept = _final_state(tmp_path / "sweep" / "run")
+  finals = []
+  for c, value in enumerate(values):
+    single = _config(rule=rule, holdout=sweep.DEFAULT_HOLDOUT)
+    single.rule_options[option] = value
+    alone = jax.device_get(train.train_and_evaluate(single, str(tmp_path / f"alone{c}")))
+    for field in ("params", "feedback", "opt_state"):
+      _assert_close(_replica(swept[field], c), getattr(alone, field))
+    finals.append(alone)
+  # The option matters: the two cells end apart.
+  a, b = (jax.tree.leaves(f.params) + jax.tree.leaves(f.feedback) for f in finals)
+  assert max(float(np.abs(x - y).max()) for x, y in zip(a, b)) > 1e-4
+
+
+def test_a_cell_whose_option_the_rule_refuses_is_an_error_before_anything_runs(tmp_path):
+  config = _config(rule="sc")
+  config.sweep.rule_options.p = "0.5,1.5"
+  with pytest.raises(ValueError, match=r"sc probability p=1.5 is not in \[0, 1\]"):
+    sweep.run(config, str(tmp_path))
+  assert not (tmp_path / "run").exists()
 
 
 def test_a_diverging_cell_is_marked_and_the_others_finish_as_alone(tmp_path):

@@ -43,15 +43,16 @@ class Guard(flax.struct.PyTreeNode):
                finite_grads=jax.tree.map(lambda _: jnp.ones((), bool), params))
 
 
-def guarded(step_fn, *, skip_nonfinite: bool, freeze_diverged: bool = False):
+def guarded(step_fn, *, skip_nonfinite: bool, keep_going: bool = False):
   """``(state, guard, batch, *args) -> (state, guard, metrics)``: ``step_fn`` that records the first divergence.
 
   Under ``skip_nonfinite`` a non-finite step is skipped (``step_fn`` itself
-  keeps the state) and nothing is recorded. Otherwise the state is not
-  guarded step by step: the host discards the run's state when the guard
-  reports; except under ``freeze_diverged`` (a sweep, whose other cells go
-  on), where a state whose guard has reported stays as it was before that
-  step, but for its step count, and its ``loss`` and ``top1`` read NaN.
+  keeps the state) and nothing is recorded. The state is not guarded step
+  by step (a select over the whole state would cost as much as a small
+  model's step): the host discards the run's state when the guard reports,
+  or, under ``keep_going`` (a sweep, whose other cells go on), keeps the
+  state it had before the run for each replica whose guard has reported
+  (`keep_alive`), whose ``loss`` and ``top1`` read NaN from that step on.
   """
 
   def run(state, guard, batch, *args):
@@ -66,14 +67,22 @@ def guarded(step_fn, *, skip_nonfinite: bool, freeze_diverged: bool = False):
                                   metrics["finite_grads"], guard.finite_grads),
     )
     metrics = {k: v for k, v in metrics.items() if k != "finite_grads"}
-    if freeze_diverged:
-      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-      new_state = new_state.replace(step=state.step + 1)
+    if keep_going:
       metrics = {k: v if k == "finite" else jnp.where(ok, v, jnp.nan) for k, v in metrics.items()}
       metrics["finite"] = metrics["finite"] & ok
     return new_state, guard, metrics
 
   return run
+
+
+def keep_alive(alive, new_state, old_state):
+  """``new_state`` where ``alive``, else ``old_state`` (the step count always the new one's).
+
+  Under ``keep_going`` the host calls it once per run of steps, not once per
+  step, to hold a diverged replica at its state from before that run.
+  """
+  kept = jax.tree.map(lambda new, old: jnp.where(alive, new, old), new_state, old_state)
+  return kept.replace(step=new_state.step)
 
 
 def scan_steps(run, batch_sharding=None):

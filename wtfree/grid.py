@@ -8,13 +8,14 @@ list of values for that field (in a config file, the same string:
 ``config.sweep.learning_rate = '0.01,0.1'``; a tuple-valued field takes
 Python literals, ``'(256,),(256,256)'``). The grid is their product:
 
-- replica fields (`REPLICA_FIELDS`: learning rate, weight decay, momentum)
-  are values the train step takes per replica, so all their cells, times
-  all seeds, are the replicas of one compiled program: replica
+- replica fields (`replica_fields`: learning rate, weight decay, momentum
+  and a rule's numeric options, such as sc's ``p`` or kp's ``decay``) are
+  values the train step takes per replica, so all their cells, times all
+  seeds, are the replicas of one compiled program: replica
   ``c * num_seeds + s`` is cell c with seed ``config.seed + s``;
 - every other field changes the program (rule, model, widths, batch size,
-  optimizer, a rule's options, ...): one program per combination, run one
-  after the other.
+  optimizer, Batch Manhattan, a rule's switches such as usf's
+  ``magnitude``, ...): one program per combination, run one after the other.
 """
 
 import ast
@@ -24,8 +25,19 @@ from typing import Any
 
 import ml_collections
 
-# Fields the train step reads as per-replica values, not as constants of its trace.
-REPLICA_FIELDS = ("learning_rate", "weight_decay", "momentum")
+from wtfree import feedback
+
+# The optimizer's fields that the train step reads as per-replica values.
+OPTIMIZER_FIELDS = ("learning_rate", "weight_decay", "momentum")
+
+
+def replica_fields() -> tuple[str, ...]:
+  """Fields the train step reads as per-replica values, not as constants of its trace.
+
+  The optimizer's learning rate, weight decay and momentum, and every
+  rule's numeric options (``rule_options.p``, ``rule_options.decay``, ...).
+  """
+  return OPTIMIZER_FIELDS + tuple(f"rule_options.{name}" for name in feedback.numeric_options())
 
 # Fields that are not hyperparameters of a run: sweeping them means nothing.
 _NOT_SWEPT = frozenset({
@@ -99,7 +111,7 @@ def cells(config) -> tuple[dict[str, float], ...]:
       with `programs` first).
   """
   swept = entries(config)
-  program = [path for path in swept if path not in REPLICA_FIELDS]
+  program = [path for path in swept if path not in replica_fields()]
   if program:
     raise ValueError(f"sweep.{program[0]} changes the program: run the sweep with wtfree.sweep.run "
                      "(python -m wtfree.main does), which trains one program per value")
@@ -110,7 +122,7 @@ def cells(config) -> tuple[dict[str, float], ...]:
 def programs(config) -> list[Program]:
   """The sweep's programs, each with its config and cells, in grid order (the last field fastest)."""
   swept = entries(config)
-  program_fields = [path for path in swept if path not in REPLICA_FIELDS]
+  program_fields = [path for path in swept if path not in replica_fields()]
   result = []
   for combo in itertools.product(*(swept[path] for path in program_fields)):
     values = dict(zip(program_fields, combo))
@@ -150,9 +162,13 @@ def _field_type(config, path: str) -> type:
   for name in parents:
     node = node[name]
   value = node[last]
-  if value is None:
-    return node.get_type(last)
-  return type(value)
+  if value is not None:
+    return type(value)
+  kind = node.get_type(last)
+  if kind is type(None) and path.startswith("rule_options."):
+    # A copied config's unset options have lost their declared type; the rules still know it.
+    kind = feedback.all_options().get(last) or str
+  return kind
 
 
 def _parse(text: str, kind: type, path: str) -> list:

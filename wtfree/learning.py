@@ -37,6 +37,7 @@ drawn.
 
 from collections.abc import Iterator
 import contextlib
+import copy
 import functools
 import threading
 from typing import Any
@@ -131,6 +132,17 @@ class Learner:
     self.passes = passes
     self.input_sharding = input_sharding
     self.kwargs = kwargs
+
+  def with_model(self, model: nn.Module) -> "Learner":
+    """This learner for ``model``, a copy of its model with other option values (a sweep's replica).
+
+    The copy keeps this learner's `rules`, found on its own model, so that
+    ``model``'s rules, whose options may be traced values, are never hashed.
+    """
+    _ = self.rules
+    learner = copy.copy(self)
+    learner.model = model
+    return learner
 
   def _zeros(self, batch: int | None = None) -> tuple:
     shape = lambda s: s.shape if batch is None else (batch, *s.shape[1:])

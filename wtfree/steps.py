@@ -149,21 +149,40 @@ def make_learner(model, input_shape, *, mirror_batch_size: int = 256, passes: in
                           input_sharding=input_sharding, train=False)
 
 
+RULE_OPTION = "rule_options."
+
+
+def specialise(model, learner: learning.Learner, hparams) -> tuple[Any, learning.Learner]:
+  """The model and learner with the rule options in ``hparams`` (``{'rule_options.p': value}``) set.
+
+  A sweep's replica takes its rule's numeric options as traced values
+  (`wtfree.grid`); other entries of ``hparams`` are the optimizer's. Without
+  rule options, ``(model, learner)`` as they are.
+  """
+  values = {k[len(RULE_OPTION):]: v for k, v in (hparams or {}).items() if k.startswith(RULE_OPTION)}
+  if not values:
+    return model, learner
+  model = model.clone(rule=feedback.get_rule(model.rule).with_values(**values))
+  return model, learner.with_model(model)
+
+
 def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None,
-                       num_seeds: int = 1, replica_seeds=None) -> TrainState:
+                       num_seeds: int = 1, replica_seeds=None, hparams=None) -> TrainState:
   """Initialises the state shape-first on ``mesh``, through ``learner.init``.
 
   With ``num_seeds > 1`` every leaf has a leading replica axis: replica s is
   the state a single-seed run of ``seed + s`` starts from, and the replicas
   are split over the mesh's replica axis (`wtfree.replicas`).
   ``replica_seeds`` (a sequence of seeds, one per replica, e.g. a sweep's
-  `wtfree.replicas.seeds`) replaces ``seed + s``.
+  `wtfree.replicas.seeds`) replaces ``seed + s``, and ``hparams``
+  (`wtfree.replicas.hparams`: values per replica) gives each replica its
+  rule's options at init (`specialise`).
   """
   learner = learner or make_learner(model, input_shape)
 
-  def init(rng):
+  def init(rng, hp):
     params_key, rng = jax.random.split(rng)
-    variables = learner.init({"params": params_key})
+    variables = specialise(model, learner, hp)[1].init({"params": params_key})
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -176,14 +195,16 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
 
   if replica_seeds is not None:
     num_seeds = len(replica_seeds)
+  hparams = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}
   if num_seeds == 1:
     rng, place = jax.random.key(seed if replica_seeds is None else replica_seeds[0]), sharding.replicated(mesh)
+    hparams = {k: v.reshape(()) for k, v in hparams.items()}
   else:
     seeds = seed + jnp.arange(num_seeds) if replica_seeds is None else jnp.asarray(replica_seeds)
     rng, place = jax.vmap(jax.random.key)(seeds), sharding.replica_sharding(mesh)
     init = replicas.per_replica(init, num_seeds)
-  abstract = jax.eval_shape(init, rng)
-  return jit(init, runs_once=True, out_shardings=jax.tree.map(lambda _: place, abstract))(rng)
+  abstract = jax.eval_shape(init, rng, hparams)
+  return jit(init, runs_once=True, out_shardings=jax.tree.map(lambda _: place, abstract))(rng, hparams)
 
 
 def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed: int):

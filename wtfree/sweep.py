@@ -5,8 +5,8 @@
 
 `wtfree.grid` reads the grid. Each program trains in ``workdir/<program>``
 through `wtfree.train.train_and_evaluate` (its cells times its seeds as the
-replicas of one compiled program; a replica that diverges is frozen and
-marked while the others go on), and resumes from there like any run. Then
+replicas of one compiled program; a replica that diverges is held at its
+state from the boundary before and marked while the others go on), and resumes from there like any run. Then
 `wtfree.sweep_report` writes ``sweep.json``, ``sweep.md`` and ``sweep.png``
 into ``workdir``: every cell's validation and test metrics per seed, their
 mean and sample standard deviation, and per program the cell chosen on the
@@ -28,12 +28,20 @@ from wtfree import validate
 DEFAULT_HOLDOUT = 0.1
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, *, hold_out: bool = True) -> dict:
   """Trains every program of ``config``'s sweep under ``workdir`` and writes the sweep's summary.
 
   Every program's config is checked before the first one compiles. A sweep
   of one cell and one seed is a single run: a divergence stops it
   (`wtfree.train.DivergenceError`), as it stops any run.
+
+  Args:
+    config: the base config, its ``sweep`` setting the grid (`wtfree.grid`).
+    workdir: the sweep's directory; each program trains in a folder of it.
+    hold_out: hold `DEFAULT_HOLDOUT` of the training set out for validation
+      when the set has no validation split and ``config.holdout`` is 0.
+      Without (an experiment that only grids, choosing nothing), such a
+      set's cells are trained on all of its training set and none is chosen.
 
   Returns:
     The summary written to ``workdir/sweep.json``.
@@ -43,7 +51,7 @@ def run(config, workdir: str) -> dict:
   """
   programs = grid.programs(config)
   for program in programs:
-    if not program.config.get("holdout", 0.0):
+    if hold_out and not program.config.get("holdout", 0.0):
       program.config.holdout = DEFAULT_HOLDOUT  # Used only where the set has no validation split of its own.
     validate.check_config(program.config)
   validate.check_workdir(config, workdir)

@@ -38,10 +38,10 @@ def _per_replica(line: dict, key: str, n: int) -> np.ndarray | None:
 
 def _metric(lines: list[dict]) -> tuple[str, bool]:
   """The metric that chooses, and whether higher is better: top-1 where there is one, else the loss."""
-  keys = {k for line in lines for k in line}
-  if "val/top1" in keys or "val/top1/seeds" in keys:
+  keys = {k.split("/", 1)[1].split("/")[0] for line in lines for k in line if k.startswith(("val/", "eval/"))}
+  if "top1" in keys:
     return "top1", True
-  if "val/bits_per_token" in keys or "val/bits_per_token/seeds" in keys:
+  if "bits_per_token" in keys:
     return "bits_per_token", False
   return "loss", False
 
@@ -77,7 +77,8 @@ def _program_cells(program: grid.Program, workdir: epath.Path) -> list[dict]:
   best_row = (np.nanargmax if higher else np.nanargmin)(np.where(np.isnan(val), -np.inf if higher else np.inf, val),
                                                        axis=0)
   final_test = _per_replica(evals[-1], f"eval/{metric}", n) if evals else np.full(n, np.nan)
-  angle_keys = sorted(k for k in (trains[-1] if trains else {}) if k.startswith("angle/") and k.count("/") == 2)
+  angle_keys = sorted(k for k in (trains[-1] if trains else {})
+                      if k.startswith("angle/") and not k.endswith(("/std", "/seeds")))
   cells = []
   for c, values in enumerate(program.cells):
     rows = slice(c * seeds, (c + 1) * seeds)
@@ -106,7 +107,7 @@ def summarise(config, programs: list[grid.Program], workdir: str) -> dict:
     program_cells = _program_cells(program, root)
     means = np.array([cell["final_validation"]["mean"] for cell in program_cells])
     higher = program_cells[0]["higher_is_better"]
-    if np.all(np.isnan(means)):
+    if np.all(np.isnan(means)):  # No validation split: nothing to choose on.
       best = None
     else:
       best = int(np.nanargmax(means) if higher else np.nanargmin(means))
@@ -118,7 +119,7 @@ def summarise(config, programs: list[grid.Program], workdir: str) -> dict:
   swept = grid.entries(config)
   return {
       "swept": {path: list(values) for path, values in swept.items()},
-      "replica_fields": [path for path in swept if path in grid.REPLICA_FIELDS],
+      "replica_fields": [path for path in swept if path in grid.replica_fields()],
       "num_seeds": replicas.num_seeds(config),
       "chosen_on": "validation (the data set's own split, or config.holdout of the training set held out)",
       "reported_on": "test",
@@ -158,6 +159,8 @@ def markdown(summary: dict) -> str:
       "Chosen per program:",
       "",
   ]
+  if not summary["chosen"]:
+    text.append("- none: the runs had no validation split (config.holdout, or a set with its own)")
   for name, choice in summary["chosen"].items():
     text.append(f"- {name}: {choice['values']}: validation {_fmt(choice['validation'])}, "
                 f"test {_fmt(choice['test'])}")
@@ -165,7 +168,10 @@ def markdown(summary: dict) -> str:
 
 
 def figure(summary: dict):
-  """The validation metric against each swept replica field, one line per program, ± one sd as a band."""
+  """The validation metric against each swept per-replica field, one line per program, ± one sd as a band.
+
+  Programs run without a validation split show the test metric instead.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use("Agg")
@@ -174,6 +180,8 @@ def figure(summary: dict):
   fields = summary["replica_fields"] or ["program"]
   fig, axes = plt.subplots(1, len(fields), figsize=(4.4 * len(fields), 3.4), squeeze=False)
   metric = summary["cells"][0]["metric"] if summary["cells"] else "top1"
+  # Without a validation split (nothing chosen) the figure shows the test metric, and says so.
+  split = "final_validation" if summary["chosen"] else "final_test"
   for ax, field in zip(axes[0], fields):
     for program in summary["programs"]:
       cells = [c for c in summary["cells"] if c["program"] == program["name"]]
@@ -183,16 +191,16 @@ def figure(summary: dict):
         xs = sorted({c["values"][field] for c in cells})
         pick = max if cells[0]["higher_is_better"] else min
         best = [pick((c for c in cells if c["values"][field] == x),
-                     key=lambda c: np.nan_to_num(c["final_validation"]["mean"], nan=-np.inf if pick is max else np.inf))
+                     key=lambda c: np.nan_to_num(c[split]["mean"], nan=-np.inf if pick is max else np.inf))
                 for x in xs]
-      mean = np.array([c["final_validation"]["mean"] for c in best])
-      sd = np.nan_to_num(np.array([c["final_validation"]["sd"] for c in best]))
+      mean = np.array([c[split]["mean"] for c in best])
+      sd = np.nan_to_num(np.array([c[split]["sd"] for c in best]))
       ax.plot(xs, mean, "o-", label=program["name"])
       ax.fill_between(range(len(xs)) if field == "program" else xs, mean - sd, mean + sd, alpha=0.2)
     if field != "program" and all(c["values"][field] > 0 for c in summary["cells"]):
       ax.set_xscale("log")
     ax.set_xlabel(field)
-    ax.set_ylabel(f"validation {metric}")
+    ax.set_ylabel(f"{'validation' if split == 'final_validation' else 'test'} {metric}")
   axes[0][0].legend(fontsize=7)
   fig.tight_layout()
   return fig

@@ -111,9 +111,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   Args:
     config: the run's hyperparameters (see `wtfree.defaults`).
     workdir: where checkpoints and metrics go (local path or ``gs://``).
-    keep_going: a replica whose loss or gradients stop being finite is
-      frozen and reported in ``workdir/diverged.json`` while the others go
-      on (a sweep's cells), instead of stopping the run.
+    keep_going: a replica whose loss or gradients stop being finite goes
+      back to its state at the last log, eval or checkpoint boundary before
+      it diverged and stays there, reported in ``workdir/diverged.json``,
+      while the others go on (a sweep's cells), instead of stopping the run.
 
   Returns:
     The final train state (with a leading replica axis when ``num_seeds > 1``).
@@ -148,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   tx = make_tx(replicas.hparams(config) and {k: v[0] for k, v in replicas.hparams(config).items()})
 
   state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
-                             replica_seeds=replicas.seeds(config))
+                             replica_seeds=replicas.seeds(config), hparams=replicas.hparams(config))
   ckpt = checkpoint.Checkpointer(
       workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
   )
@@ -165,29 +166,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   skip = bool(config.get("skip_nonfinite", False))
 
   def replica_step(state, batch, hp):
-    return train_step(state, batch, model=model, tx=make_tx(hp), task=ds.task, learner=learner,
+    replica_model, replica_learner = steps.specialise(model, learner, hp)
+    return train_step(state, batch, model=replica_model, tx=make_tx(hp), task=ds.task, learner=replica_learner,
                       weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp), skip_nonfinite=skip)
 
   guarded_step = replicas.per_replica(
-      dispatch.guarded(replica_step, skip_nonfinite=skip, freeze_diverged=keep_going), n)
+      dispatch.guarded(replica_step, skip_nonfinite=skip, keep_going=keep_going), n)
   # Batches reach the device as read (uint8 pixels for TFDS sets) and are made ready there.
   step_fn = lambda state, guard, batch, hp: guarded_step(state, guard, ds.prepare(batch), hp)
   on_prepared = lambda fn: (lambda state, batch: fn(state, ds.prepare(batch)))
   batch_place = sharding.batch_sharding(mesh) if n == 1 else sharding.replica_batch_sharding(mesh)
-  jit_train = steps.jit(step_fn, donate_argnums=(0, 1))
-  jit_mirror = steps.jit(replicas.per_replica(functools.partial(mirror_only_step, learner=learner), n),
-                         donate_argnums=0)
+  # Under keep_going the state from before a run of steps stays, for the replicas that diverge in it.
+  donated = (1,) if keep_going else (0, 1)
+  jit_train = steps.jit(step_fn, donate_argnums=donated)
+  jit_keep = jax.jit(replicas.per_replica(dispatch.keep_alive, n))
+  mirror = lambda state, hp: mirror_only_step(state, learner=steps.specialise(model, learner, hp)[1])
+  jit_mirror = steps.jit(replicas.per_replica(mirror, n), donate_argnums=0)
   fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
   alive = lambda: np.array([str(r) not in diverged for r in range(n)]) if n > 1 else np.bool_("0" not in diverged)
   jit_eval = steps.jit(on_prepared(
       replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
-  jit_align = steps.jit(on_prepared(
-      replicas.per_replica(functools.partial(alignment_step, model=model, task=ds.task), n)))
+  align = lambda state, batch, hp: alignment_step(state, batch, model=steps.specialise(model, learner, hp)[0],
+                                                  task=ds.task)
+  jit_align = steps.jit(lambda state, batch, hp: replicas.per_replica(align, n)(state, ds.prepare(batch), hp))
   # In-memory sets on one host: on the device whole, and a run of steps is one scan.
   on_device = ds.arrays if jax.process_count() == 1 else None
   if on_device is not None:
     images, labels = (jax.device_put(a, sharding.replicated(mesh)) for a in on_device["train"])
-    jit_scan = steps.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=(0, 1))
+    jit_scan = steps.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=donated)
 
   def indices(step, steps):
     """``[steps, b]``, or ``[steps, N, b]`` for N replicas: the examples of each step's batches."""
@@ -285,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
       else:
         batch = next(device_batches)
         device_batches = itertools.chain([batch], device_batches)
-      pending.append((0, {}, jit_align(state, batch), 0.0))
+      pending.append((0, {}, jit_align(state, batch, hparams), 0.0))
       flush()
     evaluate(0)
 
@@ -295,12 +301,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
       if step < mirror_steps:
         done = min(done, mirror_steps)
         for taken_step in range(step + 1, done + 1):
-          state = jit_mirror(state)
+          state = jit_mirror(state, hparams)
           if stop.requested:
             break
         done = taken_step
         flush()
       else:
+        before = state
         state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params, alive()), step,
                                                                    done)
         done = step + taken_steps
@@ -320,6 +327,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
                             "finite state and the other replicas go on", r, replicas.seeds(config)[r],
                             diverged[str(r)]["step"], diverged[str(r)]["loss"], config.rule)
           _save_diverged(diverged, workdir)
+        if diverged:
+          state = jit_keep(alive(), state, before)
         finite = np.asarray(taken.pop("finite"), bool)
         if skip and not finite.all():
           skipped += int((~finite).sum())
@@ -339,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
           summary["train/skipped_steps"] = skipped
         angles = None
         if last_batch is not None and config.get("angles", True):
-          angles = jit_align(state, last_batch())  # Dispatched now, read after the next steps are.
+          angles = jit_align(state, last_batch(), hparams)  # Dispatched now, read after the next steps are.
         pending.append((done, summary, angles, (total_steps - done) * elapsed / max(done - tick_step, 1)))
         history, tick, tick_step = {}, time.time(), done
       if done % config.eval_every_steps == 0 or done == total_steps:

@@ -6,6 +6,7 @@ from absl import logging
 from etils import epath
 import jax
 
+from wtfree import feedback
 from wtfree import grid
 from wtfree import models
 from wtfree import optim
@@ -40,9 +41,12 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
 
   rule = models.rule_from_config(config)
   for cell in grid.cells(config):
-    for field, value in cell.items():
-      if field == "learning_rate" and value <= 0:
-        raise ValueError(f"sweep.learning_rate has {value}: a learning rate must be positive")
+    if cell.get("learning_rate", 1.0) <= 0:
+      raise ValueError(f"sweep.learning_rate has {cell['learning_rate']}: a learning rate must be positive")
+    # Each cell's rule, built with its concrete options, checks them as the rule itself would.
+    options = {k[len("rule_options."):]: v for k, v in cell.items() if k.startswith("rule_options.")}
+    if options:
+      feedback.get_rule(rule, **options)
   if config.model not in models.names():
     raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
   data.check_name(config.dataset)

@@ -25,6 +25,7 @@ import numpy as np
 
 from wtfree import data
 from wtfree import defaults
+from wtfree import sweep as sweep_lib
 from wtfree import train as train_lib
 
 Array = jax.Array
@@ -90,8 +91,14 @@ def train(run_config: ml_collections.ConfigDict) -> Run:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       for line in f:
         record = json.loads(line)
-        records[record["split"]].append(record)
+        records.setdefault(record["split"], []).append(record)
   return Run(records, state)
+
+
+def sweep(run_config: ml_collections.ConfigDict, *, hold_out: bool = True) -> dict:
+  """Runs ``run_config``'s sweep (`wtfree.sweep.run`) in a fresh workdir; returns its summary."""
+  with tempfile.TemporaryDirectory(prefix="wtfree-experiment-") as workdir:
+    return sweep_lib.run(run_config, workdir, hold_out=hold_out)
 
 
 def test_targets(run_config: ml_collections.ConfigDict) -> np.ndarray:

@@ -22,7 +22,8 @@ from wtfree.feedback.conv_lowering import compiler_options
 from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
 from wtfree.feedback.primitive import conv, conv_op, dense, dense_op, linear
-from wtfree.feedback.registry import Rule, StepContext, all_options, get_rule, names, options, register
+from wtfree.feedback.registry import (Rule, StepContext, all_options, get_rule, names, numeric_options, options,
+                                     register)
 
 del _fixed, _sign, _kolen_pollack, _weight_mirror, _symmetric, _activation, _information, _sparse, _node_perturbation
 
@@ -41,6 +42,7 @@ __all__ = [
     "get_rule",
     "linear",
     "names",
+    "numeric_options",
     "options",
     "register",
     "unit_noise",

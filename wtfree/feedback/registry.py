@@ -6,6 +6,7 @@ this package needs to know a rule by its name.
 """
 
 from collections.abc import Callable, Mapping
+import copy
 import dataclasses
 import difflib
 import types
@@ -105,6 +106,21 @@ class Rule:
 
   init: Initializer | None = None
   scale: float = 1.0
+
+  def with_values(self, **values: Any) -> "Rule":
+    """A copy of this rule whose numeric options are ``values``, which may be traced arrays.
+
+    One replica's options in a sweep (`wtfree.grid`): the copy is built
+    inside the traced step, so it is neither checked nor hashable; check
+    each concrete value first by building the rule with it (`get_rule`).
+    """
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(self)})
+    if unknown:
+      raise ValueError(f"rule {self.name!r} has no options {unknown}")
+    rule = copy.copy(self)
+    for name, value in values.items():
+      object.__setattr__(rule, name, value)  # A frozen dataclass: its own __init__ would check the values.
+    return rule
 
   def draw(self, key: Array, shape, dtype, kernel_init: Initializer) -> Array:
     """A random array of W's shape from the rule's initializer, times `scale`."""
@@ -208,6 +224,11 @@ def all_options() -> dict[str, type]:
       kind = _plain_type(f.type)
       found[f.name] = kind if found.get(f.name, kind) == kind else None
   return found
+
+
+def numeric_options() -> tuple[str, ...]:
+  """The options of any rule that are plain numbers (``float``, or ``float | None``): a sweep traces them."""
+  return tuple(name for name, kind in all_options().items() if kind is float)
 
 
 def _plain_type(annotation) -> type | None:

@@ -1,0 +1,36 @@
+"""The README's commands run as written: each is read from README.md, not copied here."""
+
+import json
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def _section_commands(heading: str) -> list[str]:
+  """The indented ``python -m wtfree.main`` lines of the README section under ``heading``."""
+  text = (ROOT / "README.md").read_text()
+  section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+  return [line.strip() for line in section.splitlines() if re.match(r"^    python -m wtfree\.main ", line)]
+
+
+def test_the_sweeps_command_prints_its_table(tmp_path):
+  (command,) = _section_commands("Sweeps")
+  # Run from a folder of its own that sees the repository's configs/, as from the repository root.
+  (tmp_path / "configs").symlink_to(ROOT / "configs")
+  args = shlex.split(command)
+  assert args[:3] == ["python", "-m", "wtfree.main"]
+  done = subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  workdir = tmp_path / next(a.split("=", 1)[1] for a in args if a.startswith("--workdir="))
+  summary = json.loads((workdir / "sweep.json").read_text())
+  rates = [float(v) for v in next(a for a in args if "sweep.learning_rate" in a).split("=", 1)[1].split(",")]
+  assert [c["values"]["learning_rate"] for c in summary["cells"]] == rates
+  assert all(c["final_test"]["n"] == 5 for c in summary["cells"])
+  table = [line for line in done.stdout.splitlines() if line.startswith("| ") and "learning_rate" not in line]
+  assert len(table) == len(rates) and sum("**yes**" in line for line in table) == 1
+  # Each cell learned the digits: the chosen one well above chance.
+  assert summary["chosen"]["run"]["test"]["mean"] > 0.9
