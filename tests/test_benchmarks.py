@@ -108,6 +108,15 @@ def test_seeds_speed_quick_run_times_one_and_many_seeds(tmp_path):
 
 
 @pytest.mark.slow
+def test_sweep_speed_quick_run_times_the_sweep_against_one_cell(tmp_path):
+  record = _benchmark("sweep_speed").main(["--out", str(tmp_path), "--quick"])
+  assert json.loads((tmp_path / "sweep_speed.json").read_text()) == record
+  assert record["replicas"] == 4 and "**yes**" in record["sweep_table"]
+  assert record["ratio"][0] == record["sweep_seconds"][0] / record["one_cell_seconds"][0]
+  assert record["ratio_to_held_out"][0] == record["sweep_seconds"][0] / record["one_cell_held_out_seconds"][0]
+
+
+@pytest.mark.slow
 def test_input_pipeline_quick_run_times_uint8_and_float32_per_worker_count(tmp_path):
   record = _benchmark("input_pipeline").run(str(tmp_path), quick=True, workers=(0, 1))
   rows = {(r["output"], r["workers"]): r for r in record["rows"]}

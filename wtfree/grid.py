@@ -23,8 +23,6 @@ import dataclasses
 import itertools
 from typing import Any
 
-import ml_collections
-
 from wtfree import feedback
 
 # The optimizer's fields that the train step reads as per-replica values.
@@ -47,8 +45,11 @@ _NOT_SWEPT = frozenset({
 })
 
 
-def declare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def declare(config):
   """``config.sweep``'s fields, all unset: one per scalar field of ``config`` and of its option groups."""
+  # Imported here: the train step's modules import this one, and must import on a bare JAX image.
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
   fields: dict[str, Any] = {}
   for name, value in config.items():
     if name in _NOT_SWEPT:
@@ -75,7 +76,7 @@ class Program:
 
   name: str
   values: dict[str, Any]
-  config: ml_collections.ConfigDict
+  config: Any  # an ml_collections.ConfigDict
   cells: tuple[dict[str, float], ...]
 
 
