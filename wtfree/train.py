@@ -75,6 +75,19 @@ def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) 
   )
 
 
+def _record_divergence(config, guard: dispatch.Guard, alive: np.ndarray, diverged: dict) -> bool:
+  """Adds the replicas that diverged in this run of steps to ``diverged``; whether there were any."""
+  newly = np.flatnonzero(np.atleast_1d(~np.asarray(guard.ok) & alive))
+  for r in newly:
+    loss = float(np.atleast_1d(guard.loss)[r])
+    # JSON has no NaN or infinity: a non-finite loss is written as its name.
+    diverged[str(r)] = {"step": int(np.atleast_1d(guard.step)[r]), "loss": loss if np.isfinite(loss) else str(loss)}
+    logging.warning("replica %d (seed %d) diverged at step %d (loss %s) with rule %r; it goes back to its state "
+                    "at the last boundary and the other replicas go on", r, replicas.seeds(config)[r],
+                    diverged[str(r)]["step"], diverged[str(r)]["loss"], config.rule)
+  return bool(len(newly))
+
+
 def _save_diverged(diverged: dict, workdir: str) -> None:
   if jax.process_index() == 0:
     (epath.Path(workdir) / "diverged.json").write_text(json.dumps(diverged, indent=1, sort_keys=True))
@@ -317,15 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
         if not np.all(guard.ok) and not keep_going:
           ckpt.wait()
           raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
-        newly = np.atleast_1d(~np.asarray(guard.ok) & alive())
-        if newly.any():
-          for r in np.flatnonzero(newly):
-            loss = float(np.atleast_1d(guard.loss)[r])
-            # JSON has no NaN or infinity: a non-finite loss is written as its name.
-            diverged[str(r)] = {"step": int(np.atleast_1d(guard.step)[r]), "loss": loss if np.isfinite(loss) else str(loss)}
-            logging.warning("replica %d (seed %d) diverged at step %d (loss %s) with rule %r; it keeps its last "
-                            "finite state and the other replicas go on", r, replicas.seeds(config)[r],
-                            diverged[str(r)]["step"], diverged[str(r)]["loss"], config.rule)
+        if _record_divergence(config, guard, alive(), diverged):
           _save_diverged(diverged, workdir)
         if diverged:
           state = jit_keep(alive(), state, before)

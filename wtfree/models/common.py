@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from wtfree import feedback
+from wtfree.models import batch_norm as batch_norm_lib
 
 Array = jax.Array
 
@@ -38,14 +39,21 @@ def activation(name: str) -> Callable[[Array], Array]:
   return _ACTIVATIONS[name]
 
 
-def batch_norm(*, train: bool, mirror_pass: bool, dtype: Any = None) -> Callable[..., nn.Module]:
+def batch_norm(*, train: bool, mirror_pass: bool, dtype: Any = None, group: int = 0) -> Callable[..., nn.Module]:
   """A BatchNorm constructor: momentum 0.9, epsilon 1e-5.
 
   Mirror passes feed noise through the network, so they normalise with the
   running averages and leave them untouched, whatever ``train`` says.
+  ``group`` > 0 normalises each ``group`` consecutive examples of a batch
+  on their own (`batch_norm.GroupedBatchNorm`); 0 normalises over the whole
+  batch.
   """
+  if group < 0:
+    raise ValueError(f"batch_norm_group {group} is negative: 0 normalises over the whole batch, "
+                     "n > 0 over each n examples")
   return functools.partial(
-      nn.BatchNorm,
+      batch_norm_lib.GroupedBatchNorm if group else nn.BatchNorm,
+      **({"group_size": group} if group else {}),
       use_running_average=not train or mirror_pass,
       momentum=0.9,
       epsilon=1e-5,

@@ -32,6 +32,8 @@ class LeNet(nn.Module):
     dense: sizes of the hidden Dense layers after the convolutions.
     activation: 'relu', 'tanh', 'sigmoid' or 'linear'.
     batch_norm: BatchNorm between each hidden layer and its activation.
+    batch_norm_group: examples each BatchNorm normalises over together (0: the
+      whole batch; e.g. 64 for Akrout et al.'s 64 examples per worker).
     use_bias: biases on the layers no BatchNorm follows.
     rule: the feedback rule of every layer (a name or `wtfree.feedback.Rule`).
     last_layer_bp: keep the output layer on backprop.
@@ -44,6 +46,7 @@ class LeNet(nn.Module):
   dense: Sequence[int] = (120, 84)
   activation: str = "relu"
   batch_norm: bool = False
+  batch_norm_group: int = 0
   use_bias: bool = True
   rule: str | feedback.Rule = "bp"
   last_layer_bp: bool = False
@@ -53,7 +56,8 @@ class LeNet(nn.Module):
   def __call__(self, x: Array, *, train: bool, mirror_pass: bool = False) -> Array:
     """Returns logits ``[batch, num_classes]``."""
     act = common.activation(self.activation)
-    norm = common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype)
+    norm = common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype,
+                             group=self.batch_norm_group)
     bias = self.use_bias and not self.batch_norm
     if x.ndim == 2:
       x = x[..., None]

@@ -26,6 +26,8 @@ class MLP(nn.Module):
     widths: hidden layer sizes; ``()`` is a single linear layer.
     activation: 'relu', 'tanh', 'sigmoid' or 'linear'.
     batch_norm: BatchNorm between each hidden Dense and its activation.
+    batch_norm_group: examples each BatchNorm normalises over together (0: the
+      whole batch; e.g. 64 for Akrout et al.'s 64 examples per worker).
     use_bias: biases on the layers no BatchNorm follows.
     kernel_init: initializer of every W; None keeps the layers' default
       (lecun normal). Random feedback is drawn with the same initializer
@@ -39,6 +41,7 @@ class MLP(nn.Module):
   widths: Sequence[int] = (256,)
   activation: str = "relu"
   batch_norm: bool = False
+  batch_norm_group: int = 0
   use_bias: bool = True
   kernel_init: Callable | None = None
   rule: str | feedback.Rule = "bp"
@@ -50,7 +53,8 @@ class MLP(nn.Module):
     """Returns logits ``[batch, num_classes]`` for inputs ``[batch, ...]``."""
     act = common.activation(self.activation)
     init = {} if self.kernel_init is None else {"kernel_init": self.kernel_init}
-    norm = common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype)
+    norm = common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype,
+                             group=self.batch_norm_group)
     x = jnp.reshape(x, (x.shape[0], -1))
     for i, width in enumerate(self.widths):
       x = wnn.Dense(

@@ -140,6 +140,8 @@ class ResNet(nn.Module):
     stem: 'imagenet' (7x7 stride 2 + max-pool) or 'cifar' (3x3 stride 1).
     bn_before_relu: conv -> BN -> ReLU (True, as Akrout et al. ran
       sign-symmetry) or conv -> ReLU -> BN (False, Xiao et al. 2018's order).
+    batch_norm_group: examples each BatchNorm normalises over together (0:
+      the whole batch; 64 for Akrout et al.'s 64 examples per worker).
     zero_init_residual: start each block's last BN scale at zero, so every
       block begins as the identity. Off by default: a zero scale also zeroes
       the error reaching the block's convs, which leaves their delta angles
@@ -158,6 +160,7 @@ class ResNet(nn.Module):
   width: float = 1.0
   stem: str = "imagenet"
   bn_before_relu: bool = True
+  batch_norm_group: int = 0
   zero_init_residual: bool = False
   rule: str | feedback.Rule = "bp"
   last_layer_bp: bool = False
@@ -175,7 +178,8 @@ class ResNet(nn.Module):
         conv=functools.partial(
             wnn.Conv, use_bias=False, dtype=self.dtype, rule=self.rule, mirror_activation=nn.relu
         ),
-        norm=common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype),
+        norm=common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype,
+                               group=self.batch_norm_group),
         act=nn.relu,
         bn_before_relu=self.bn_before_relu,
     )
