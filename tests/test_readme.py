@@ -38,3 +38,6 @@ def test_the_sweeps_command_prints_its_table(tmp_path):
   assert len(table) == len(rates) and sum("**yes**" in line for line in table) == 1
   # Each cell learned the digits: the chosen one well above chance.
   assert summary["chosen"]["run"]["test"]["mean"] > 0.9
+  assert summary["chosen_on"].startswith("validation: 144 examples (0.1 of the training set) held out")
+  # TensorBoard: one run per cell.
+  assert sorted(p.name for p in (workdir / "run" / "tensorboard").iterdir()) == [f"cell_{c}" for c in range(4)]

@@ -121,12 +121,23 @@ def summarise(config, programs: list[grid.Program], workdir: str) -> dict:
       "swept": {path: list(values) for path, values in swept.items()},
       "replica_fields": [path for path in swept if path in grid.replica_fields()],
       "num_seeds": replicas.num_seeds(config),
-      "chosen_on": "validation (the data set's own split, or config.holdout of the training set held out)",
+      "chosen_on": _validation_source(programs[0].config) if chosen else "nothing: no validation split",
       "reported_on": "test",
       "programs": [{"name": p.name, "values": p.values, "cells": len(p.cells)} for p in programs],
       "cells": cells,
       "chosen": chosen,
   }
+
+
+def _validation_source(config) -> str:
+  """Which examples the validation split that chose holds, in words."""
+  from wtfree import data  # pylint: disable=g-import-not-at-top  (pulls in tfds)
+
+  splits = data.get_dataset(config).splits
+  if splits.held_out:
+    return (f"validation: {len(splits.validation)} examples ({splits.held_out:g} of the training set) held out "
+            "of training by a fixed permutation")
+  return f"validation: {config.dataset}'s own validation split ({len(splits.validation)} examples)"
 
 
 def _fmt(s: dict) -> str:
@@ -152,7 +163,7 @@ def markdown(summary: dict) -> str:
       f"# Sweep: {', '.join(fields)} x {summary['num_seeds']} seeds",
       "",
       f"Mean ± sample standard deviation (ddof=1) over seeds. Each program's cell is chosen on "
-      f"the {summary['chosen_on']}; the test split is only reported.",
+      f"{summary['chosen_on']}; the test split is only reported.",
       "",
       *rows,
       "",

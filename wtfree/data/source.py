@@ -45,9 +45,11 @@ class Splits:
 
   Attributes:
     train, test: the two splits.
-    validation: the set's own validation split, held out of ``train``, or
-      None where the set has none (model selection then holds out a fixed
-      part of ``train``: `wtfree.data.holdout`).
+    validation: the set's own validation split, or None where the set has
+      none (model selection then holds out a fixed part of ``train``:
+      `with_validation`).
+    held_out: the fraction of the training set ``validation`` was held out
+      of (`with_validation`); 0 for a set's own.
     num_classes: classes, or the output dimension of a regression task.
     input_shape: one example's shape.
     task: 'classification', 'regression' or 'language_model' (inputs and
@@ -69,6 +71,7 @@ class Splits:
   pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
   input_dtype: str = "float32"
   validation: Source | None = None
+  held_out: float = 0.0
 
 
 def array_splits(x_train, y_train, x_test, y_test, num_classes: int, task: str = "classification") -> Splits:
@@ -134,4 +137,5 @@ def with_validation(splits: Splits, fraction: float) -> Splits:
   if not len(kept) or not len(held):
     raise ValueError(f"holdout {fraction} of {len(splits.train)} training examples leaves "
                      f"{len(kept)} to train on and {len(held)} to validate on; pick another fraction")
-  return dataclasses.replace(splits, train=_subset(splits.train, kept), validation=_subset(splits.train, held))
+  return dataclasses.replace(splits, train=_subset(splits.train, kept), validation=_subset(splits.train, held),
+                             held_out=fraction)
