@@ -115,3 +115,21 @@ def test_feedback_init_and_scale_options():
   b = variables["feedback"]["kernel"]
   assert float(jnp.max(jnp.abs(b))) <= 0.5
   assert float(jnp.max(jnp.abs(b))) > 0.45
+
+
+@pytest.mark.parametrize("rule", ["frsf", "brsf", "sc"])
+def test_uniform_magnitudes_are_liaos_unit_interval_whatever_ws_scale(rule):
+  module, variables = _init(feedback.get_rule(rule, magnitudes="uniform"))
+  w, b = variables["params"]["kernel"], _used(module, variables)
+  m = np.abs(np.asarray(b))
+  # 65,536 draws of U[0, 1): the mean within 5 standard errors of 1/2, far above W's scale.
+  assert m.min() >= 0.0 and m.max() < 1.0 and abs(m.mean() - 0.5) < 5 * np.sqrt(1 / 12 / m.size)
+  assert float(jnp.std(w)) < 0.1
+  np.testing.assert_array_equal(np.sign(b), np.sign(w))  # sc's default p = 1: every sign concordant.
+  kernel_scale = np.abs(np.asarray(_used(*_init(feedback.get_rule(rule))))).mean()
+  assert kernel_scale < 0.2 * m.mean()  # lecun normal at fan-in 256: E|M| = 0.05.
+
+
+def test_an_unknown_magnitude_draw_is_refused():
+  with pytest.raises(ValueError, match="frsf magnitudes 'gauss' is not one of kernel, uniform"):
+    feedback.get_rule("frsf", magnitudes="gauss")

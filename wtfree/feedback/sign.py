@@ -51,9 +51,36 @@ def glorot_std(shape) -> float:
   return math.sqrt(2.0 / (receptive * (shape[-2] + shape[-1])))
 
 
+# How the random magnitudes M are drawn: like W, or Liao et al.'s U[0, 1).
+MAGNITUDE_DRAWS = ("kernel", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class _RandomMagnitudes(Rule):
+  """A sign-concordant rule with random magnitudes M, drawn as ``magnitudes`` says.
+
+  ``magnitudes='kernel'`` (the default): |M| with M drawn like W (the
+  layer's kernel initializer, or the rule's ``init``), so |B| is at W's
+  scale; ``'uniform'``: M ~ U[0, 1), as in Liao et al.'s slides, whatever
+  W's scale. Either times ``scale``.
+  """
+
+  magnitudes: str = "kernel"
+
+  def __post_init__(self):
+    if self.magnitudes not in MAGNITUDE_DRAWS:
+      raise ValueError(f"{self.name} magnitudes {self.magnitudes!r} is not one of {', '.join(MAGNITUDE_DRAWS)}")
+
+  def magnitude(self, key, shape, dtype, kernel_init):
+    """|M| of ``shape``, drawn from ``key``."""
+    if self.magnitudes == "uniform":
+      return self.scale * jax.random.uniform(key, shape, dtype)
+    return jnp.abs(self.draw(key, shape, dtype, kernel_init))
+
+
 @register
 @dataclasses.dataclass(frozen=True)
-class FixedRandomSignConcordant(Rule):
+class FixedRandomSignConcordant(_RandomMagnitudes):
   """B = |M| * sign(W), M random and fixed (FRSF)."""
 
   name = "frsf"
@@ -61,7 +88,7 @@ class FixedRandomSignConcordant(Rule):
   draws_from_kernel_init = True
 
   def init_state(self, key, kernel, kernel_init):
-    return {"magnitude": jnp.abs(self.draw(key, kernel.shape, kernel.dtype, kernel_init))}
+    return {"magnitude": self.magnitude(key, kernel.shape, kernel.dtype, kernel_init)}
 
   def feedback(self, w, state, key, kernel_init):
     return state["magnitude"] * jnp.sign(w)
@@ -69,7 +96,7 @@ class FixedRandomSignConcordant(Rule):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class BatchwiseRandomSignConcordant(Rule):
+class BatchwiseRandomSignConcordant(_RandomMagnitudes):
   """B = |M| * sign(W), M redrawn every batch from a step-dependent key (BRSF).
 
   The key comes from the ``'feedback'`` rng stream of ``Module.apply``, which
@@ -83,13 +110,12 @@ class BatchwiseRandomSignConcordant(Rule):
   draws_from_kernel_init = True
 
   def feedback(self, w, state, key, kernel_init):
-    magnitude = self.draw(counter_prng.fusable(key), w.shape, w.dtype, kernel_init)
-    return jnp.abs(magnitude) * jnp.sign(w)
+    return self.magnitude(counter_prng.fusable(key), w.shape, w.dtype, kernel_init) * jnp.sign(w)
 
 
 @register
 @dataclasses.dataclass(frozen=True)
-class SignConcordance(Rule):
+class SignConcordance(_RandomMagnitudes):
   """B = |M| * sign(W) * S with S = +1 with probability p, else -1; M, S fixed.
 
   p = 1 is FRSF with the same M; p = 0.5 gives random signs.
@@ -101,12 +127,13 @@ class SignConcordance(Rule):
   p: float = 1.0
 
   def __post_init__(self):
+    super().__post_init__()
     if not 0.0 <= self.p <= 1.0:
       raise ValueError(f"sc probability p={self.p} is not in [0, 1]")
 
   def init_state(self, key, kernel, kernel_init):
     # M from the same key as frsf's, so that p = 1 reproduces frsf exactly.
-    magnitude = jnp.abs(self.draw(key, kernel.shape, kernel.dtype, kernel_init))
+    magnitude = self.magnitude(key, kernel.shape, kernel.dtype, kernel_init)
     agree = jax.random.bernoulli(jax.random.fold_in(key, 1), self.p, kernel.shape)
     return {"magnitude": magnitude, "concordance": jnp.where(agree, 1, -1).astype(kernel.dtype)}
 
