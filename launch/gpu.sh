@@ -24,7 +24,7 @@ Subcommands:
 
 Options for every subcommand:
   --venv=DIR          the venv (default: .venv in the repo)
-  --dry-run           print every command instead of running it
+  --dry-run           print every command instead of running it (also after --)
   -h, --help          this help
   -- OVERRIDES        everything after -- goes to wtfree.main (run):
                       --config.batch_size=256 --config.data_dir=gs://BUCKET/tensorflow_datasets
@@ -59,7 +59,14 @@ while (($#)); do
     --workdir | --workdir=*) flag_value workdir "$@"; shift "$FLAG_SHIFT" ;;
     --gpus | --gpus=*) flag_value gpus "$@"; shift "$FLAG_SHIFT" ;;
     --log | --log=*) flag_value log "$@"; shift "$FLAG_SHIFT" ;;
-    --) shift; overrides=("$@"); break ;;
+    --)
+      shift
+      # --dry-run anywhere on the line is a dry run, never a wtfree.main override.
+      for arg in "$@"; do
+        if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else overrides+=("$arg"); fi
+      done
+      break
+      ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *)
       [[ -z "$subcommand" ]] || die "unexpected argument '$1'; wtfree.main flags go after -- (see --help)"

@@ -48,7 +48,7 @@ Options for every subcommand:
   --zone=ZONE         required: a zone that offers TYPE, e.g. us-central1-a
                       (gcloud compute tpus accelerator-types list --zone=ZONE)
   --project=PROJECT   Google Cloud project (default: gcloud's configured one)
-  --dry-run           print every command instead of running it
+  --dry-run           print every command instead of running it (also after --)
   -h, --help          this help
   -- OVERRIDES        everything after -- goes to wtfree.main (run, launch):
                       --config.batch_size=1024 --config.data_dir=gs://BUCKET/tensorflow_datasets
@@ -115,7 +115,14 @@ while (($#)); do
     --worker | --worker=*) flag_value worker "$@"; shift "$FLAG_SHIFT" ;;
     --fetch | --fetch=*) flag_value fetch_dir "$@"; shift "$FLAG_SHIFT" ;;
     --workers | --workers=*) flag_value workers "$@"; shift "$FLAG_SHIFT" ;;
-    --) shift; overrides=("$@"); break ;;
+    --)
+      shift
+      # --dry-run anywhere on the line is a dry run, never a wtfree.main override.
+      for arg in "$@"; do
+        if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else overrides+=("$arg"); fi
+      done
+      break
+      ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *)
       [[ -z "$subcommand" ]] || die "unexpected argument '$1'; wtfree.main flags go after -- (see --help)"

@@ -140,6 +140,24 @@ def test_dry_run_of_a_v2_32_pod_launch():
   assert any("tpu-vm scp" in c and "--worker=all" in c for c in commands)
 
 
+@pytest.mark.parametrize("script,args", [
+    (TPU, ["launch", *POD, "--accelerator-type=v2-32", *R50_WM]),
+    (GPU, ["run", "--config=configs/resnet18_usf.py", "--workdir=runs/r18"]),
+])
+def test_dry_run_after_the_overrides_is_a_dry_run_and_no_override(script, args, tmp_path):
+  # A gcloud (and a python) that would record any call: a dry run makes none.
+  calls = tmp_path / "calls"
+  for name in ("gcloud", "python3"):
+    _executable(tmp_path / "bin" / name, f"#!/usr/bin/env bash\necho \"$0 $*\" >> {calls}\n")
+  env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+  result = _run(script, *args, "--", "--config.batch_size=512", "--dry-run", env=env)
+  assert result.returncode == 0, result.stderr
+  assert not calls.exists(), calls.read_text()
+  commands = _commands(result.stdout)
+  assert commands and any("--config.batch_size=512" in c for c in commands)
+  assert not any("--dry-run" in c for c in commands)
+
+
 def test_dry_run_create_setup_run_one_by_one():
   create = _run(TPU, "create", "--dry-run", *POD, "--accelerator-type=v2-32", "--spot", "--project=p")
   assert create.returncode == 0, create.stderr

@@ -142,9 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   n = replicas.count(config)
   mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
   # A sweep's per-replica values: arguments of the step, not constants of its trace.
-  hparams = replicas.hparams(config)
-  hparams = {k: v[0] for k, v in hparams.items()} if n == 1 else jax.device_put(
-      hparams, sharding.replica_sharding(mesh))
+  values = replicas.hparams(config)
+  hparams = {k: v[0] for k, v in values.items()} if n == 1 else jax.device_put(values, sharding.replica_sharding(mesh))
   ds = data.get_dataset(config)
   views = replicas.datasets(ds, config)
   model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
@@ -159,10 +158,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
     frozen = frozen_params(model, learner, first, ds.task, config.seed)
   # The optimizer of each replica's values; the structure of its state is the same for all.
   make_tx = lambda hp: optim.make(config, steps_per_epoch, frozen, hp)
-  tx = make_tx(replicas.hparams(config) and {k: v[0] for k, v in replicas.hparams(config).items()})
+  tx = make_tx({k: v[0] for k, v in values.items()})
 
   state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
-                             replica_seeds=replicas.seeds(config), hparams=replicas.hparams(config))
+                             replica_seeds=replicas.seeds(config), hparams=values)
   ckpt = checkpoint.Checkpointer(
       workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
   )
@@ -196,7 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   mirror = lambda state, hp: mirror_only_step(state, learner=steps.specialise(model, learner, hp)[1])
   jit_mirror = steps.jit(replicas.per_replica(mirror, n), donate_argnums=0)
   fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
-  alive = lambda: np.array([str(r) not in diverged for r in range(n)]) if n > 1 else np.bool_("0" not in diverged)
+  # Which replicas have not diverged (one flag without a replica axis for a single run).
+  alive = lambda: np.array([str(r) not in diverged for r in range(n)]).reshape((n,) if n > 1 else ())
   jit_eval = steps.jit(on_prepared(
       replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
   align = lambda state, batch, hp: alignment_step(state, batch, model=steps.specialise(model, learner, hp)[0],
@@ -332,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
           raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
         if _record_divergence(config, guard, alive(), diverged):
           _save_diverged(diverged, workdir)
-        if diverged:
+        if keep_going and diverged:
           state = jit_keep(alive(), state, before)
         finite = np.asarray(taken.pop("finite"), bool)
         if skip and not finite.all():
