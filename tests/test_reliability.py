@@ -184,3 +184,28 @@ def test_checkpoints_that_no_longer_fit_the_state_are_an_error_not_a_fresh_start
   other_layout = {"params": {"kernel": jnp.ones(3), "offset_scale": jnp.ones(())}}
   with pytest.raises(ValueError, match="none of the checkpoints .* can be read into this run's state"):
     checkpoint.Checkpointer(str(tmp_path)).restore_latest(checkpoint.abstract_like(other_layout))
+
+
+def test_help_exits_0_and_lists_every_config_field_with_its_default():
+  done = subprocess.run([sys.executable, "-m", "wtfree.main", "--help"], cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  from wtfree import defaults  # pylint: disable=g-import-not-at-top
+
+  for field in ("learning_rate", "num_seeds", "holdout", "rule_options.p", "model_options.widths"):
+    assert f"--config.{field}=" in done.stdout
+  assert f"--config.learning_rate={defaults.get_config().learning_rate!r}" in done.stdout
+  # The module's usage keeps its line breaks (a continued command, not one long line).
+  assert "--workdir=gs://bucket/r50_wm \\\n" in done.stdout
+
+
+def test_the_cpus_probe_for_a_tpu_stays_off_the_console():
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+
+  from wtfree import main  # pylint: disable=g-import-not-at-top
+
+  record = lambda level, text: std_logging.LogRecord("jax", level, "xla_bridge.py", 1, text, None, None)
+  quiet = main._QuietBackendProbe()
+  assert not quiet.filter(record(std_logging.INFO, "Unable to initialize backend 'tpu': INTERNAL: no libtpu.so"))
+  assert quiet.filter(record(std_logging.INFO, "JAX process 0 of 1"))
+  assert quiet.filter(record(std_logging.WARNING, "Unable to initialize backend 'cuda': a real problem"))

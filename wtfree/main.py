@@ -1,4 +1,4 @@
-"""Runs a wtfree training job.
+r"""Runs a wtfree training job.
 
     python -m wtfree.main --config=configs/digits_mlp.py --workdir=runs/digits
     python -m wtfree.main --config=configs/resnet50_wm.py --workdir=gs://bucket/r50_wm \
@@ -50,6 +50,13 @@ class _QuietCheckpointing(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+class _QuietBackendProbe(std_logging.Filter):
+  """Keeps jax's INFO line about a backend it probed and did not find (no TPU on a CPU) out of the console."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "Unable to initialize backend" not in record.getMessage()
+
+
 def _multi_host_environment() -> bool:
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   return (
@@ -81,6 +88,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_logger().addFilter(_QuietCheckpointing())
+  logging.get_absl_handler().addFilter(_QuietBackendProbe())
   if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multi_host_environment()):
     jax.distributed.initialize(**_distributed_args())
   logging.info("JAX process %d of %d, %d local of %d devices (%s)",
@@ -131,8 +139,38 @@ def _override_message(error: Exception, argv: list[str]) -> str | None:
   return f"error: {given[0]} names no field of the config{hint}"
 
 
+def _help() -> str:
+  """The usage, the flags and every config field with its default (`wtfree.defaults`)."""
+  from wtfree import defaults  # pylint: disable=g-import-not-at-top
+
+  fields = []
+
+  def walk(config, prefix):
+    for name, value in sorted(config.items()):
+      if hasattr(value, "items"):
+        walk(value, f"{prefix}{name}.")
+      elif not prefix.startswith("sweep."):
+        fields.append(f"  --config.{prefix}{name}={value!r}")
+
+  walk(defaults.get_config(), "")
+  return "\n".join([
+      __doc__.strip(), "",
+      "flags:",
+      "  --config=FILE      a config file with get_config() (configs/*.py; run from the repository root)",
+      "  --workdir=DIR      where checkpoints and metrics go; a run resumes from it",
+      "  --distributed=auto|on|off   jax.distributed.initialize(); 'auto' when the environment names several hosts",
+      "",
+      "config fields, with the defaults every config starts from (wtfree/defaults.py); a config file overrides",
+      "some, the command line any (--config.FIELD=VALUE); --config.sweep.FIELD=v1,v2,... sweeps any of them:",
+      *fields,
+  ])
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with bad config flags as one-line errors (exit 2) instead of tracebacks."""
+  if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
+    print(_help())
+    sys.exit(0)
   path = _config_path(argv)
   if path is not None and not os.path.exists(path.split(":", 1)[0]):
     _exit(f"error: config file {path} does not exist (--config=configs/NAME.py, run from the repository root)", 2)
