@@ -66,3 +66,44 @@ def test_the_gradient_check_passes_large_finite_gradients_and_finds_one_bad_entr
   assert bool(check(gradient))
   gradient[2, 3, 5] = bad
   assert not bool(check(gradient))
+
+
+def test_one_by_one_steps_as_the_loop_does():
+  images, labels, indices = _data()
+  looped = jax.jit(dispatch.scan_steps(_run))(jnp.float32(0.0), None, images, labels, jnp.asarray(indices),
+                                               np.int32(5))
+  stepped = dispatch.one_by_one(_run)(jnp.float32(0.0), None, images, labels, jnp.asarray(indices), np.int32(5))
+  np.testing.assert_allclose(stepped[0], looped[0], rtol=1e-6)
+  np.testing.assert_allclose(stepped[2]["loss"], looped[2]["loss"][:5], rtol=1e-6)
+  np.testing.assert_array_equal(stepped[2]["label"], looped[2]["label"][:5])
+
+
+def test_a_model_with_convolutions_steps_one_by_one_on_the_cpu():
+  from wtfree import models  # pylint: disable=g-import-not-at-top
+
+  x = jnp.ones((2, 8, 8, 1))
+  conv = models.get_model("lenet", num_classes=10, features=(4,), dense=())
+  mlp = models.get_model("mlp", num_classes=10, widths=(8,))
+  init = lambda model: (lambda: model.init({"params": jax.random.key(0)}, x, train=False))
+  assert dispatch.loop_is_slow(init(conv)) == (jax.default_backend() == "cpu")
+  assert not dispatch.loop_is_slow(init(mlp))
+
+
+def test_a_conv_models_run_is_the_same_stepped_one_by_one_or_in_a_loop(tmp_path, monkeypatch):
+  from configs import digits_mlp  # pylint: disable=g-import-not-at-top
+  from wtfree import train  # pylint: disable=g-import-not-at-top
+
+  def run(workdir):
+    config = digits_mlp.get_config()
+    config.model, config.flatten = "lenet", False
+    config.model_options = {"features": (4,), "dense": (16,)}
+    config.num_steps, config.log_every_steps, config.eval_every_steps = 8, 4, 8
+    config.checkpoint_every_steps, config.tensorboard, config.angles = 8, False, False
+    return jax.device_get(train.train_and_evaluate(config, str(workdir)))
+
+  monkeypatch.setattr(dispatch, "loop_is_slow", lambda traced: False)
+  looped = run(tmp_path / "loop")
+  monkeypatch.setattr(dispatch, "loop_is_slow", lambda traced: True)
+  stepped = run(tmp_path / "steps")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stepped.params, looped.params)
+  assert int(stepped.step) == 8

@@ -99,12 +99,7 @@ def scan_steps(run, batch_sharding=None):
 
   # Jitted so that the metrics' shapes, taken before the loop, and the loop's
   # body share one trace of the step.
-  @jax.jit
-  def step_on_rows(state, guard, images, labels, rows, *args):
-    batch = {"image": images[rows], "label": labels[rows]}
-    if batch_sharding is not None:
-      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return run(state, guard, batch, *args)
+  step_on_rows = jax.jit(_on_rows(run, batch_sharding))
 
   def scanned(state, guard, images, labels, indices, count, *args):
     def body(k, carry):
@@ -118,6 +113,52 @@ def scan_steps(run, batch_sharding=None):
     return jax.lax.fori_loop(0, count, body, (state, guard, metrics))
 
   return scanned
+
+
+def _on_rows(run, batch_sharding):
+  """``run`` on the batch of ``rows``, gathered from the whole training set on the device."""
+
+  def step_on_rows(state, guard, images, labels, rows, *args):
+    batch = {"image": images[rows], "label": labels[rows]}
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return run(state, guard, batch, *args)
+
+  return step_on_rows
+
+
+def one_by_one(run, batch_sharding=None, jit=jax.jit):
+  """`scan_steps`'s signature and results, each step one call of ``jit(step)``: for steps a loop slows down.
+
+  The host dispatches the steps without waiting for them, and reads
+  nothing back; only ``count`` is read (it is a host value here).
+  """
+  step_on_rows = jit(_on_rows(run, batch_sharding))
+
+  def stepped(state, guard, images, labels, indices, count, *args):
+    metrics = []
+    for k in range(int(count)):
+      state, guard, step_metrics = step_on_rows(state, guard, images, labels, indices[k], *args)
+      metrics.append(step_metrics)
+    return state, guard, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+
+  return stepped
+
+
+def loop_is_slow(traced) -> bool:
+  """Whether XLA would run these steps inside a loop far slower than one by one.
+
+  On the CPU, XLA runs a convolution inside a while loop tens of times
+  slower than the same convolution outside one (docs/performance.md), so
+  the steps of a model with convolutions go one call each there.
+
+  Args:
+    traced: a function of no arguments that applies the model (its init,
+      say); it is traced, not run.
+  """
+  if jax.default_backend() != "cpu":
+    return False
+  return "conv_general_dilated" in str(jax.make_jaxpr(traced)())
 
 
 def longest_run(total: int, every: tuple[int, ...]) -> int:

@@ -202,11 +202,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   align = lambda state, batch, hp: alignment_step(state, batch, model=steps.specialise(model, learner, hp)[0],
                                                   task=ds.task)
   jit_align = steps.jit(lambda state, batch, hp: replicas.per_replica(align, n)(state, ds.prepare(batch), hp))
-  # In-memory sets on one host: on the device whole, and a run of steps is one scan.
+  # In-memory sets on one host: on the device whole, and a run of steps is one loop on the device
+  # (or, where a loop would slow the steps down, one call each).
   on_device = ds.arrays if jax.process_count() == 1 else None
   if on_device is not None:
     images, labels = (jax.device_put(a, sharding.replicated(mesh)) for a in on_device["train"])
-    jit_scan = steps.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=donated)
+    if dispatch.loop_is_slow(lambda: learner.init({"params": jax.random.key(0)})):
+      jit_scan = dispatch.one_by_one(step_fn, batch_place, functools.partial(steps.jit, donate_argnums=donated))
+    else:
+      jit_scan = steps.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=donated)
 
   def indices(step, steps):
     """``[steps, b]``, or ``[steps, N, b]`` for N replicas: the examples of each step's batches."""
