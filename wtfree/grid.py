@@ -81,14 +81,12 @@ class Program:
 
 
 def entries(config) -> dict[str, list]:
-  """The sweep's fields (dotted paths) and their parsed values, in the order the config declares them."""
+  """The sweep's set fields (dotted paths, sorted) and their parsed values."""
   sweep = config.get("sweep", None)
   if not sweep:
     return {}
   found = {}
-  for path, text in _flatten(sweep.to_dict()).items():
-    if text is None:
-      continue
+  for path, text in sorted(set_entries(sweep.to_dict()).items()):
     if not isinstance(text, str) or not text.strip():
       raise ValueError(f"sweep.{path}={text!r} is not a comma-separated list of values: "
                        f"use e.g. --config.sweep.{path}=0.01,0.1")
@@ -121,7 +119,7 @@ def cells(config) -> tuple[dict[str, float], ...]:
 
 
 def programs(config) -> list[Program]:
-  """The sweep's programs, each with its config and cells, in grid order (the last field fastest)."""
+  """The sweep's programs, each with its config and cells, in grid order (the last swept path fastest)."""
   swept = entries(config)
   program_fields = [path for path in swept if path not in replica_fields()]
   result = []
