@@ -74,8 +74,8 @@ def _program_cells(program: grid.Program, workdir: epath.Path) -> list[dict]:
   val = np.stack([_per_replica(line, f"val/{metric}", n) for line in vals]) if vals else np.full((1, n), np.nan)
   test_by_step = {line["step"]: _per_replica(line, f"eval/{metric}", n) for line in evals}
   test = np.stack([test_by_step.get(line["step"], np.full(n, np.nan)) for line in vals]) if vals else val
-  best_row = (np.nanargmax if higher else np.nanargmin)(np.where(np.isnan(val), -np.inf if higher else np.inf, val),
-                                                       axis=0)
+  # Per seed, the evaluation with the best validation metric (a NaN, a diverged step, is never best).
+  best_row = (np.argmax if higher else np.argmin)(np.where(np.isnan(val), -np.inf if higher else np.inf, val), axis=0)
   final_test = _per_replica(evals[-1], f"eval/{metric}", n) if evals else np.full(n, np.nan)
   angle_keys = sorted(k for k in (trains[-1] if trains else {})
                       if k.startswith("angle/") and not k.endswith(("/std", "/seeds")))
