@@ -209,3 +209,37 @@ def test_the_cpus_probe_for_a_tpu_stays_off_the_console():
   assert not quiet.filter(record(std_logging.INFO, "Unable to initialize backend 'tpu': INTERNAL: no libtpu.so"))
   assert quiet.filter(record(std_logging.INFO, "JAX process 0 of 1"))
   assert quiet.filter(record(std_logging.WARNING, "Unable to initialize backend 'cuda': a real problem"))
+
+
+def test_a_resumed_run_logs_each_step_once_and_keeps_what_it_dropped(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  first = _run(tmp_path, "--config.num_steps=20", "--config.log_every_steps=5", "--config.checkpoint_every_steps=10")
+  assert first.returncode == 0, first.stderr[-3000:]
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  # As if the run had died after logging step 20 but before its checkpoint was written.
+  shutil.rmtree(tmp_path / "checkpoints" / "20")
+  again = _run(tmp_path, "--config.num_steps=20", "--config.log_every_steps=5", "--config.checkpoint_every_steps=10")
+  assert again.returncode == 0, again.stderr[-3000:]
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  keys = [(r["step"], r["split"]) for r in records]
+  assert len(keys) == len(set(keys)) and [k for k in keys if k[1] == "train"] == [(s, "train") for s in (5, 10, 15, 20)]
+  dropped = (tmp_path / "metrics.dropped.jsonl").read_text().splitlines()
+  assert dropped == [line for line in lines if json.loads(line)["step"] > 10]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("learning_rate", -0.1, "learning_rate -0.1 is not positive"),
+    ("learning_rate", 0.0, "learning_rate 0.0 is not positive"),
+    ("num_steps", 0, "num_steps 0 trains nothing"),
+    ("num_epochs", 0.0, "num_epochs 0.0 trains nothing"),
+])
+def test_a_run_that_cannot_learn_is_refused_before_anything_compiles(field, value, message):
+  from configs import digits_mlp  # pylint: disable=g-import-not-at-top
+  from wtfree import validate  # pylint: disable=g-import-not-at-top
+
+  config = digits_mlp.get_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
+    validate.check_config(config)

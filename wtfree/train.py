@@ -173,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
     logging.info("Resumed from the checkpoint at step %d in %s", resumed, workdir)
   _save_config(config, workdir)
   writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
-                                cells=len(grid.cells(config)))
+                                cells=len(grid.cells(config)), resumed_at=resumed)
 
   skip = bool(config.get("skip_nonfinite", False))
 

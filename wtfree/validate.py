@@ -30,7 +30,7 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   """Raises ValueError naming the problem and the fix for a config that cannot run.
 
   Checks: the rule, its options, model, optimizer, schedule and data set
-  exist; ``num_seeds`` is a positive integer; a sweep's grid reads
+  exist; the learning rate is positive and the run has steps to take; ``num_seeds`` is a positive integer; a sweep's grid reads
   (`wtfree.grid`) and keeps the learning rate positive; the global batch sizes divide
   over each replica's devices and over the hosts; Batch
   Manhattan is not paired with Adam; and the rule's own checks
@@ -40,6 +40,15 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   from wtfree import sharding
 
   rule = models.rule_from_config(config)
+  if not config.learning_rate > 0:
+    raise ValueError(f"learning_rate {config.learning_rate} is not positive: use e.g. --config.learning_rate=0.01")
+  steps = config.get("num_steps", -1)
+  if steps == 0 or steps < -1:
+    raise ValueError(f"num_steps {steps} trains nothing: use a positive count, or -1 for num_epochs "
+                     f"({config.get('num_epochs')}) epochs")
+  if steps == -1 and not config.get("num_epochs", 0) > 0:
+    raise ValueError(f"num_epochs {config.get('num_epochs')} trains nothing: use a positive number "
+                     "(--config.num_epochs=...) or set --config.num_steps")
   for cell in grid.cells(config):
     if cell.get("learning_rate", 1.0) <= 0:
       raise ValueError(f"sweep.learning_rate has {cell['learning_rate']}: a learning rate must be positive")

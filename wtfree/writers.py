@@ -7,8 +7,24 @@ import jax
 import numpy as np
 
 
+def _drop_after(path: epath.Path, step: int) -> None:
+  """Moves the lines of steps after ``step`` (a run resumed there writes them again) to ``metrics.dropped.jsonl``."""
+  lines = path.read_text().splitlines(keepends=True)
+  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  if len(kept) == len(lines):
+    return
+  with (path.parent / "metrics.dropped.jsonl").open("a") as dropped:
+    dropped.writelines(line for line in lines if json.loads(line)["step"] > step)
+  path.write_text("".join(kept))
+
+
 class MetricWriter:
   """Writes ``WORKDIR/metrics.jsonl`` and TensorBoard events.
+
+  Each step is logged once: a run resumed from the checkpoint at step k
+  (``resumed_at``) first moves the lines of later steps, written before it
+  stopped and about to be written again, to ``metrics.dropped.jsonl``, and
+  TensorBoard purges their events; a fresh run (None) starts the file anew.
 
   Every call to `write` is one JSON object ``{"step", "split", <metric>: ...}``
   and one scalar per metric in TensorBoard. A metric may be a list (the
@@ -18,7 +34,7 @@ class MetricWriter:
   On processes other than 0 it writes nothing.
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True, cells: int = 1):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, cells: int = 1, resumed_at: int | None = None):
     self._active = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
@@ -28,14 +44,20 @@ class MetricWriter:
     workdir = epath.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # epath reaches gs:// as well as local disks.
-    self._jsonl = (workdir / "metrics.jsonl").open("a")
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+      _drop_after(path, -1 if resumed_at is None else resumed_at)
+    self._jsonl = path.open("a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # Imported lazily: it pulls in protobuf.
 
+      # A resumed run writes its steps again: TensorBoard drops the events after the checkpoint.
+      purge = None if resumed_at is None else resumed_at + 1
       if cells > 1:
-        self._cells = [SummaryWriter(str(workdir / "tensorboard" / f"cell_{c}")) for c in range(cells)]
+        self._cells = [SummaryWriter(str(workdir / "tensorboard" / f"cell_{c}"), purge_step=purge)
+                       for c in range(cells)]
       else:
-        self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge)
 
   def write(self, step: int, split: str, scalars: dict) -> None:
     """Writes one log event of scalar (or list-of-scalar) metrics."""
