@@ -243,3 +243,23 @@ def test_a_run_that_cannot_learn_is_refused_before_anything_compiles(field, valu
   config[field] = value
   with pytest.raises(ValueError, match=message):
     validate.check_config(config)
+
+
+@pytest.mark.slow
+def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_finishes(tmp_path):
+  first = _run(tmp_path, "--config.num_steps=10")
+  assert first.returncode == 0, first.stderr[-3000:]
+  latest = tmp_path / "checkpoints" / "10"
+  for path in latest.rglob("*"):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(b"garbage")
+  # The same command again: it used to retrain 5 -> 10 and then find step 10 taken, forever.
+  again = _run(tmp_path, "--config.num_steps=10")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert re.search(r"Checkpoint at step 10 cannot be read .*moved aside to \S*10\.corrupt-", again.stderr)
+  assert "Resumed from the checkpoint at step 5" in again.stderr
+  finished = _run(tmp_path, "--config.num_steps=10")  # And once more: a finished run, nothing to redo.
+  assert finished.returncode == 0 and "Resumed from the checkpoint at step 10" in finished.stderr
+  aside = list((tmp_path / "checkpoints").glob("10.corrupt-*"))
+  assert len(aside) == 1 and (aside[0] / "state").exists()
+  assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == 10

@@ -1,6 +1,7 @@
 """Checkpoints through orbax: the only module that imports it."""
 
 import os
+import time
 
 from absl import logging
 from etils import epath
@@ -39,8 +40,10 @@ class Checkpointer:
     """Restores the newest readable checkpoint as ``(step, state, meta)``.
 
     A checkpoint that cannot be read (a save cut short, a corrupt file) is
-    skipped with a warning in favour of the one before. Returns
-    ``(None, None, None)`` when there is none.
+    moved aside to ``checkpoints/<step>.corrupt-<time>``, named in a
+    warning, and the one before is tried: the run then saves that step anew
+    instead of finding it taken. Returns ``(None, None, None)`` when there
+    is none.
 
     Raises:
       ValueError: when there are checkpoints but none can be read into
@@ -53,9 +56,12 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, abstract_state)
       except Exception as e:  # orbax raises many types for unreadable data.
-        logging.warning("Checkpoint at step %d cannot be read (%s: %s); trying the one before.",
-                        step, type(e).__name__, e)
         errors.append(f"step {step}: {type(e).__name__}")
+        if _other_layout(e):
+          continue  # Readable, but another layout of the state: kept, and refused below.
+        aside = self._move_aside(step)
+        logging.warning("Checkpoint at step %d cannot be read (%s: %s); moved aside to %s; trying the one before.",
+                        step, type(e).__name__, e, aside)
         continue
       return step, state, meta
     if steps:
@@ -65,6 +71,14 @@ class Checkpointer:
           "use a new --workdir, or move the checkpoints away to start over"
       )
     return None, None, None
+
+  def _move_aside(self, step: int) -> epath.Path:
+    """Renames an unreadable checkpoint out of orbax's sight, so that the run can save that step anew."""
+    aside = self._directory / f"{step}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+      (self._directory / str(step)).rename(aside)
+    self._manager.reload()
+    return aside
 
   def restore(self, step: int, abstract_state=None):
     """Restores ``(state, meta)`` at ``step``.
@@ -97,6 +111,13 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _other_layout(error: Exception) -> bool:
+  """Whether orbax read the checkpoint and found another tree or shapes than the state's."""
+  text = str(error)
+  return isinstance(error, ValueError) and ("tree structures do not match" in text
+                                            or "not compatible with the stored shape" in text)
 
 
 def abstract_like(state):
