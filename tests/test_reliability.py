@@ -263,3 +263,36 @@ def test_a_corrupt_latest_checkpoint_is_moved_aside_and_the_run_finishes(tmp_pat
   aside = list((tmp_path / "checkpoints").glob("10.corrupt-*"))
   assert len(aside) == 1 and (aside[0] / "state").exists()
   assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == 10
+
+
+def test_a_workdir_holds_one_live_run(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+
+  from wtfree import lock  # pylint: disable=g-import-not-at-top
+
+  with lock.hold(str(tmp_path)):
+    held = json.loads((tmp_path / "lock").read_text())
+    assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+    expected = (rf"held by the run started {re.escape(held['started'])} on host .* as pid {os.getpid()}: "
+                "wait for it to end, or, if it no longer runs, delete")
+    with pytest.raises(lock.WorkdirBusy, match=expected):
+      with lock.hold(str(tmp_path)):
+        pass
+  assert not (tmp_path / "lock").exists()
+  # A lock whose process is gone (a killed run) is taken over.
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  (tmp_path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x"}))
+  with lock.hold(str(tmp_path)):
+    assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_second_run_on_a_held_workdir_exits_75_in_one_line(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+
+  (tmp_path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "then"}))
+  result = _run(tmp_path, "--config.num_steps=5")
+  assert result.returncode == 75, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(f"error: workdir {tmp_path} is held by the run started then")
+  assert "Traceback" not in result.stderr and not (tmp_path / "checkpoints").exists()

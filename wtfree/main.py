@@ -28,6 +28,7 @@ from ml_collections import config_flags
 
 from wtfree import data
 from wtfree import grid
+from wtfree import lock
 from wtfree import preemption
 from wtfree import sweep
 from wtfree import sweep_report
@@ -104,6 +105,8 @@ def main(argv):
     _exit(f"error: {e}", 2)
   except train.DivergenceError as e:
     _exit(f"diverged: {e}", 1)
+  except lock.WorkdirBusy as e:  # Another run's: worth retrying once it ends.
+    _exit(f"error: {e}", 75)
   except preemption.Preempted as e:
     _exit(str(e), 143)  # 128 + SIGTERM, as if the signal had ended the process.
 

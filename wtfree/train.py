@@ -18,6 +18,7 @@ from wtfree import checkpoint
 from wtfree import data
 from wtfree import dispatch
 from wtfree import grid
+from wtfree import lock
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
@@ -134,11 +135,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
 
   Raises:
     ValueError: for a config that cannot run, before anything is compiled.
+    lock.WorkdirBusy: when another live run holds ``workdir``.
     DivergenceError: on a non-finite loss or gradient (unless
       ``config.skip_nonfinite``); the last good checkpoint stays.
   """
   validate.check_config(config)
   validate.check_workdir(config, workdir)
+  with lock.hold(workdir):
+    return _train_and_evaluate(config, workdir, keep_going)
+
+
+def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
+  """`train_and_evaluate`'s work, with the config checked and the workdir held."""
   n = replicas.count(config)
   mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
   # A sweep's per-replica values: arguments of the step, not constants of its trace.
