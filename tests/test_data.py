@@ -293,6 +293,9 @@ def test_arrays_load_images_or_vectors(tmp_path, images):
         (lambda a: a.update(x_test=a["x_test"][..., :2]), "differ in shape"),
         (lambda a: a.update(x_train=np.zeros(40)), r"x_train .* has shape \(40,\)"),
         (lambda a: a["x_train"].__setitem__(0, np.nan), "NaN or infinite"),
+        # A stray label among four classes: a 100-way head, unless the file says it has 100 classes.
+        (lambda a: a["y_train"].__setitem__(0, 99), r"labels up to 99 but no example of 95 of those 100 classes"),
+        (lambda a: a.update(num_classes=np.int32(3)), r"y_train .* holds label 3, outside \[0, 3\) \(the file's"),
     ],
 )
 def test_malformed_npz_is_named(tmp_path, change, message):
@@ -300,6 +303,14 @@ def test_malformed_npz_is_named(tmp_path, change, message):
   change(arrays)
   with pytest.raises(ValueError, match=message):
     data.get_dataset(_config("arrays", data_path=_save(tmp_path / "bad.npz", **arrays), batch_size=8))
+
+
+def test_a_declared_class_count_allows_classes_without_examples(tmp_path):
+  arrays = _good()
+  arrays["y_train"] = arrays["y_train"] % 3  # Class 3 appears only in the test split.
+  ds = data.get_dataset(_config("arrays", data_path=_save(tmp_path / "a.npz", **arrays, num_classes=np.int32(4)),
+                                batch_size=8))
+  assert ds.num_classes == 4
 
 
 def test_missing_or_unreadable_npz(tmp_path):

@@ -101,7 +101,7 @@ def main(argv):
       print(sweep_report.markdown(summary))
     else:
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, data.DataNotPreparedError) as e:  # A config that cannot run: no traceback, exit 2.
+  except (ValueError, FileNotFoundError, data.DataNotPreparedError) as e:  # A config or input that cannot run.
     _exit(f"error: {e}", 2)
   except train.DivergenceError as e:
     _exit(f"diverged: {e}", 1)

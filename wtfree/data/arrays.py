@@ -2,9 +2,13 @@
 
 The file holds ``x_train, y_train, x_test, y_test``: inputs as images NHWC or
 flat vectors (any numeric dtype, used as given, cast to float32) and integer
-labels in ``[0, num_classes)``, where ``num_classes = max(y_train) + 1``.
+labels in ``[0, num_classes)``. ``num_classes`` is the file's own scalar
+``num_classes`` where it holds one, else ``max(y_train) + 1``, and then every
+class must have a training example (a stray label such as 99 among ten
+classes would otherwise make a 100-way head).
 """
 
+from absl import logging
 import numpy as np
 from etils import epath
 
@@ -39,10 +43,11 @@ def load_npz(path) -> Splits:
             "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
         )
       arrays = {k: npz[k] for k in KEYS}
-  return _check(arrays, str(path))
+      declared = int(npz["num_classes"]) if "num_classes" in npz.files else None
+  return _check(arrays, str(path), declared)
 
 
-def _check(a: dict[str, np.ndarray], where: str) -> Splits:
+def _check(a: dict[str, np.ndarray], where: str, declared: int | None = None) -> Splits:
   for split in ("train", "test"):
     x, y = a[f"x_{split}"], a[f"y_{split}"]
     if x.ndim < 2 or len(x) == 0:
@@ -62,15 +67,23 @@ def _check(a: dict[str, np.ndarray], where: str) -> Splits:
     raise ValueError(
         f"examples in {where} differ in shape: x_train {a['x_train'].shape[1:]}, x_test {a['x_test'].shape[1:]}"
     )
-  num_classes = int(a["y_train"].max()) + 1
+  num_classes = declared if declared is not None else int(a["y_train"].max()) + 1
+  seen = "the file's num_classes" if declared is not None else "the classes seen in y_train"
   for split in ("train", "test"):
     y = a[f"y_{split}"]
     bad = y[(y < 0) | (y >= num_classes)]
     if bad.size:
       raise ValueError(
-          f"y_{split} in {where} holds label {int(bad[0])}, outside [0, {num_classes}) "
-          f"(the classes seen in y_train); relabel to 0..K-1"
+          f"y_{split} in {where} holds label {int(bad[0])}, outside [0, {num_classes}) ({seen}); relabel to 0..K-1"
       )
+  empty = np.setdiff1d(np.arange(num_classes), a["y_train"])
+  if declared is None and empty.size:
+    raise ValueError(
+        f"y_train in {where} has labels up to {num_classes - 1} but no example of {empty.size} of those "
+        f"{num_classes} classes (e.g. {int(empty[0])}): relabel to 0..K-1, or save num_classes in the .npz "
+        "if classes are missing on purpose")
+  logging.info("dataset 'arrays': %d classes (%s), %d training and %d test examples", num_classes, seen,
+               len(a["y_train"]), len(a["y_test"]))
   return array_splits(a["x_train"], a["y_train"], a["x_test"], a["y_test"], num_classes=num_classes)
 
 
