@@ -25,6 +25,7 @@ from wtfree import preemption
 from wtfree import replicas
 from wtfree import sharding
 from wtfree import steps
+from wtfree import summary as summary_lib
 from wtfree import validate
 from wtfree import writers
 
@@ -147,6 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
 
 def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   """`train_and_evaluate`'s work, with the config checked and the workdir held."""
+  began = time.time()
   n = replicas.count(config)
   mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
   # A sweep's per-replica values: arguments of the step, not constants of its trace.
@@ -305,8 +307,8 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
       if angles is not None:
         summary.update(replicas.summarise(jax.device_get(angles), n))
       writer.write(done, "train", summary)
-      logging.info("step %d/%d %s eta %.0fs", done, total_steps,
-                   _fmt(summary, skip=("angle/", "ratio/", "rule/")), eta)
+      logging.info("step %d/%d %s %s eta %.0fs", done, total_steps,
+                   _fmt(summary, skip=("angle/", "ratio/", "rule/")), summary_lib.angles_line(summary), eta)
     pending.clear()
 
   if start == 0 and config.get("eval_at_start", False):
@@ -385,6 +387,10 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   ckpt.wait()
   ckpt.close()
   writer.close()
+  if jax.process_index() == 0:
+    for line in summary_lib.closing_lines(workdir, num_classes=ds.num_classes, seconds=time.time() - began,
+                                          steps_taken=total_steps - start, finished_before=start >= total_steps):
+      logging.info("%s", line)
   return state
 
 
