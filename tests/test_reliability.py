@@ -296,3 +296,36 @@ def test_a_second_run_on_a_held_workdir_exits_75_in_one_line(tmp_path):
   assert result.returncode == 75, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1].startswith(f"error: workdir {tmp_path} is held by the run started then")
   assert "Traceback" not in result.stderr and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_workdir_that_is_a_file_is_refused_before_anything_runs(tmp_path):
+  from configs import digits_mlp  # pylint: disable=g-import-not-at-top
+  from wtfree import validate  # pylint: disable=g-import-not-at-top
+
+  (tmp_path / "run").write_text("not a directory")
+  with pytest.raises(ValueError, match=r"workdir .*run is a file, not a directory"):
+    validate.check_workdir(digits_mlp.get_config(), str(tmp_path / "run"))
+
+
+def test_a_machine_fault_is_one_line_that_says_where_and_what_to_do(tmp_path):
+  import errno  # pylint: disable=g-import-not-at-top
+
+  from wtfree import main  # pylint: disable=g-import-not-at-top
+
+  full = main._os_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoints" / "10")))
+  assert re.fullmatch(r"No space left on device \(.*checkpoints/10\): \d+ MiB free there; free some space and run "
+                      r"the same command again to resume from the last checkpoint", full)
+  denied = main._os_error(PermissionError(errno.EACCES, "Permission denied", "/ro/run/config.json"))
+  assert denied.startswith("Permission denied (/ro/run/config.json); make ") and "\n" not in denied
+
+
+def test_a_finished_run_started_again_rewrites_nothing(tmp_path):
+  from configs import digits_mlp  # pylint: disable=g-import-not-at-top
+  from wtfree import train  # pylint: disable=g-import-not-at-top
+
+  config = digits_mlp.get_config()
+  train._save_config(config, str(tmp_path))
+  saved = tmp_path / "config.json"
+  os.utime(saved, (1, 1))
+  train._save_config(config, str(tmp_path))
+  assert saved.stat().st_mtime == 1

@@ -15,9 +15,11 @@ process with JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and
 JAX_PROCESS_ID (0 on the host at that address).
 """
 
+import errno
 import logging as std_logging
 import os
 import re
+import shutil
 import sys
 
 from absl import app
@@ -107,8 +109,25 @@ def main(argv):
     _exit(f"diverged: {e}", 1)
   except lock.WorkdirBusy as e:  # Another run's: worth retrying once it ends.
     _exit(f"error: {e}", 75)
+  except OSError as e:  # The machine's: a full disk, a permission; worth retrying once mended.
+    _exit(f"error: {_os_error(e)}", 75)
   except preemption.Preempted as e:
     _exit(str(e), 143)  # 128 + SIGTERM, as if the signal had ended the process.
+
+
+def _os_error(error: OSError) -> str:
+  """One line for an error of the machine: what, where, and for a full disk how much is left."""
+  where = error.filename or FLAGS.workdir
+  text = f"{error.strerror or error} ({where})"
+  if error.errno == errno.ENOSPC:
+    existing = os.path.abspath(str(where))
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+      existing = os.path.dirname(existing)
+    text += f": {shutil.disk_usage(existing).free / 2**20:.0f} MiB free there"
+    text += "; free some space and run the same command again to resume from the last checkpoint"
+  elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    text += f"; make {FLAGS.workdir} writable or pass another --workdir"
+  return text
 
 
 def _exit(message: str, code: int) -> None:

@@ -99,7 +99,10 @@ def _save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    saved = path / "config.json"
+    if not saved.exists() or saved.read_text() != text:  # A finished run resumed on a read-only disk writes nothing.
+      saved.write_text(text)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False) -> TrainState:

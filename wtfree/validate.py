@@ -85,12 +85,14 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
 
 
 def check_workdir(config, workdir: str) -> None:
-  """Refuses a workdir that holds a run with a different config.
+  """Refuses a workdir that is a file, or that holds a run with a different config.
 
   Raises:
     ValueError: naming the first differing field, unless
       ``config.resume_anyway`` is set.
   """
+  if epath.Path(workdir).exists() and not epath.Path(workdir).is_dir():
+    raise ValueError(f"workdir {workdir} is a file, not a directory: pass a directory (--workdir=runs/NAME)")
   saved = epath.Path(workdir) / "config.json"
   if config.get("resume_anyway", False) or not saved.exists():
     return
