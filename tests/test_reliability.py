@@ -312,11 +312,12 @@ def test_a_machine_fault_is_one_line_that_says_where_and_what_to_do(tmp_path):
 
   from wtfree import main  # pylint: disable=g-import-not-at-top
 
-  full = main._os_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoints" / "10")))
+  full = main._os_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoints" / "10")),
+                        str(tmp_path))
   assert re.fullmatch(r"No space left on device \(.*checkpoints/10\): \d+ MiB free there; free some space and run "
                       r"the same command again to resume from the last checkpoint", full)
-  denied = main._os_error(PermissionError(errno.EACCES, "Permission denied", "/ro/run/config.json"))
-  assert denied.startswith("Permission denied (/ro/run/config.json); make ") and "\n" not in denied
+  denied = main._os_error(PermissionError(errno.EACCES, "Permission denied", "/ro/run/config.json"), "/ro/run")
+  assert denied == "Permission denied (/ro/run/config.json); make /ro/run writable or pass another --workdir"
 
 
 def test_a_finished_run_started_again_rewrites_nothing(tmp_path):

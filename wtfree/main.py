@@ -110,14 +110,14 @@ def main(argv):
   except lock.WorkdirBusy as e:  # Another run's: worth retrying once it ends.
     _exit(f"error: {e}", 75)
   except OSError as e:  # The machine's: a full disk, a permission; worth retrying once mended.
-    _exit(f"error: {_os_error(e)}", 75)
+    _exit(f"error: {_os_error(e, FLAGS.workdir)}", 75)
   except preemption.Preempted as e:
     _exit(str(e), 143)  # 128 + SIGTERM, as if the signal had ended the process.
 
 
-def _os_error(error: OSError) -> str:
+def _os_error(error: OSError, workdir: str) -> str:
   """One line for an error of the machine: what, where, and for a full disk how much is left."""
-  where = error.filename or FLAGS.workdir
+  where = error.filename or workdir
   text = f"{error.strerror or error} ({where})"
   if error.errno == errno.ENOSPC:
     existing = os.path.abspath(str(where))
@@ -126,7 +126,7 @@ def _os_error(error: OSError) -> str:
     text += f": {shutil.disk_usage(existing).free / 2**20:.0f} MiB free there"
     text += "; free some space and run the same command again to resume from the last checkpoint"
   elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-    text += f"; make {FLAGS.workdir} writable or pass another --workdir"
+    text += f"; make {workdir} writable or pass another --workdir"
   return text
 
 
