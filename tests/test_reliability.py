@@ -330,3 +330,13 @@ def test_a_finished_run_started_again_rewrites_nothing(tmp_path):
   os.utime(saved, (1, 1))
   train._save_config(config, str(tmp_path))
   assert saved.stat().st_mtime == 1
+
+
+def test_a_field_a_config_file_mistypes_is_an_error_naming_the_close_match():
+  from configs import digits_mlp  # pylint: disable=g-import-not-at-top
+  from wtfree import validate  # pylint: disable=g-import-not-at-top
+
+  config = digits_mlp.get_config()
+  config.num_stepz = 5  # As a config file might, unlocked.
+  with pytest.raises(ValueError, match=r"the config sets num_stepz, which is no field .*; did you mean num_steps\?"):
+    validate.check_config(config)

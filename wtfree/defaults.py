@@ -48,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.scale_lr_by_batch = False
   config.momentum = 0.9
   config.nesterov = False
+  # Adam's moment decays and epsilon (optimizer 'adam').
+  config.b1 = 0.9
+  config.b2 = 0.999
+  config.eps = 1e-8
   config.weight_decay = 0.0
   # Which parameters weight decay reaches: 'kernels' (W only) or 'all'.
   config.weight_decay_on = "kernels"
@@ -55,6 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule = "constant"
   config.warmup_epochs = 0.0
   config.decay_epochs = ()
+  # The factor of each step of the 'step' schedule.
+  config.decay_factor = 0.1
   # Length and bookkeeping.
   config.batch_size = 64
   config.eval_batch_size = 512

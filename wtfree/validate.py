@@ -1,5 +1,6 @@
 """Checks a config at start-up, before anything is compiled or loaded."""
 
+import difflib
 import json
 
 from absl import logging
@@ -39,6 +40,7 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   from wtfree import data  # Imported here: loading it pulls in tfds.
   from wtfree import sharding
 
+  _check_fields(config)
   rule = models.rule_from_config(config)
   if not config.learning_rate > 0:
     raise ValueError(f"learning_rate {config.learning_rate} is not positive: use e.g. --config.learning_rate=0.01")
@@ -82,6 +84,17 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
     )
   for warning in rule.check_config(config):
     logging.warning("%s", warning)
+
+
+def _check_fields(config) -> None:
+  """Refuses a field the defaults do not declare: a config file's typo, which nothing would read."""
+  from wtfree import defaults  # pylint: disable=g-import-not-at-top  (defaults imports the rules)
+
+  known = set(defaults.get_config().keys())
+  for field in sorted(set(config.keys()) - known):
+    close = difflib.get_close_matches(field, sorted(known), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ValueError(f"the config sets {field}, which is no field of wtfree's (wtfree/defaults.py){hint}")
 
 
 def check_workdir(config, workdir: str) -> None:
