@@ -41,3 +41,25 @@ def test_the_sweeps_command_prints_its_table(tmp_path):
   assert summary["chosen_on"].startswith("validation: 144 examples (0.1 of the training set) held out")
   # TensorBoard: one run per cell.
   assert sorted(p.name for p in (workdir / "run" / "tensorboard").iterdir()) == [f"cell_{c}" for c in range(4)]
+
+
+def _python_blocks() -> list[str]:
+  text = (ROOT / "README.md").read_text()
+  return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_every_python_block_runs_as_written():
+  blocks = _python_blocks()
+  assert len(blocks) >= 2
+  for block in blocks:
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  # The last block trained the user's model with kp: its loss fell, and B came near W.
+  from wtfree import metrics  # pylint: disable=g-import-not-at-top
+
+  ns = namespace
+  before = ns["loss_fn"](ns["model"].apply(ns["learner"].init(ns["jax"].random.key(0)), ns["x"]), ns["y"])
+  after = ns["loss_fn"](ns["model"].apply(ns["variables"], ns["x"]), ns["y"])
+  assert float(after) < 0.5 * float(before)
+  _, seen = ns["model"].apply(ns["variables"], ns["x"], mutable=["alignment"])
+  assert max(metrics.weight_angles(seen["alignment"]).values()) < 45
