@@ -340,3 +340,15 @@ def test_a_field_a_config_file_mistypes_is_an_error_naming_the_close_match():
   config.num_stepz = 5  # As a config file might, unlocked.
   with pytest.raises(ValueError, match=r"the config sets num_stepz, which is no field .*; did you mean num_steps\?"):
     validate.check_config(config)
+
+
+def test_an_override_under_a_mistyped_group_is_one_line_naming_the_close_match():
+  from wtfree import main  # pylint: disable=g-import-not-at-top
+
+  error = KeyError('\'optimiser\'\nDid you mean "optimizer" instead of "optimiser"?')
+  argv = ["wtfree.main", "--config=configs/digits_mlp.py", "--config.optimiser.lr=0.1"]
+  assert main._override_message(error, argv) == (
+      "error: --config.optimiser.lr names no field of the config; did you mean --config.optimizer.lr?")
+  error = KeyError('\'learning_rat\'\nDid you mean "learning_rate" instead of "learning_rat"?')
+  assert main._override_message(error, ["m", "--config.learning_rat=1"]) == (
+      "error: --config.learning_rat names no field of the config; did you mean --config.learning_rate?")

@@ -152,12 +152,17 @@ def _override_message(error: Exception, argv: list[str]) -> str | None:
   text = str(error).replace("\\'", "'")
   quoted = re.findall(r"'([A-Za-z0-9_]+)'", text)
   field = quoted[0] if quoted else None
+  # The field may be the last part of the override (a mistyped field) or a parent of it (a mistyped group).
   given = [a.split("=", 1)[0] for a in argv
-           if a.startswith("--config.") and a.split("=", 1)[0].rsplit(".", 1)[-1] == field]
+           if a.startswith("--config.") and field in a.split("=", 1)[0].split(".")[1:]]
   if not given:
     return None  # Raised by the config file itself: a bug there, shown with its traceback.
   close = re.findall(r'Did you mean "([^"]+)"', text)
-  hint = f"; did you mean {given[0].rsplit('.', 1)[0]}.{close[0]}?" if close else ""
+  parts = given[0].split(".")
+  hint = ""
+  if close:
+    parts[parts.index(field, 1)] = close[0]
+    hint = f"; did you mean {'.'.join(parts)}?"
   return f"error: {given[0]} names no field of the config{hint}"
 
 
