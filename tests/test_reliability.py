@@ -352,3 +352,15 @@ def test_an_override_under_a_mistyped_group_is_one_line_naming_the_close_match()
   error = KeyError('\'learning_rat\'\nDid you mean "learning_rate" instead of "learning_rat"?')
   assert main._override_message(error, ["m", "--config.learning_rat=1"]) == (
       "error: --config.learning_rat names no field of the config; did you mean --config.learning_rate?")
+
+
+def test_a_save_cut_short_leaves_no_temporary_directory_behind(tmp_path):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  ckpt = checkpoint.Checkpointer(str(tmp_path), save_every_steps=1)
+  ckpt.save(1, {"a": jnp.ones(2)}, {"data_position": 1}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234").mkdir()  # As a full disk leaves it.
+  again = checkpoint.Checkpointer(str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"] and again.latest_step() == 1

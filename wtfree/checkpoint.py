@@ -18,8 +18,9 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, save_every_steps: int = 1):
     directory = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "checkpoints"
+    # A save cut short (a full disk, a killed run) leaves a *.orbax-checkpoint-tmp directory: removed on start.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=save_every_steps, create=True
+        max_to_keep=keep, save_interval_steps=save_every_steps, create=True, cleanup_tmp_directories=True
     )
     self._directory = directory
     self._manager = ocp.CheckpointManager(directory, options=options)
