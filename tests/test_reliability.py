@@ -364,3 +364,30 @@ def test_a_save_cut_short_leaves_no_temporary_directory_behind(tmp_path):
   (tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234").mkdir()  # As a full disk leaves it.
   again = checkpoint.Checkpointer(str(tmp_path))
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"] and again.latest_step() == 1
+
+
+def test_a_full_disk_stops_the_run_in_one_line_with_exit_75_and_keeps_the_last_checkpoint(tmp_path):
+  # A write error injected into the run's process: the checkpoint of step 10 finds the disk full.
+  inject = tmp_path / "inject"
+  inject.mkdir()
+  (inject / "sitecustomize.py").write_text(
+      "import errno\n"
+      "from wtfree import checkpoint\n"
+      "save = checkpoint.Checkpointer.save\n"
+      "def full(self, step, *args, **kwargs):\n"
+      "  if step >= 10:\n"
+      "    raise OSError(errno.ENOSPC, 'No space left on device', str(self._directory / str(step)))\n"
+      "  return save(self, step, *args, **kwargs)\n"
+      "checkpoint.Checkpointer.save = full\n")
+  env = _env()
+  env["PYTHONPATH"] = f"{inject}:{env.get('PYTHONPATH', '')}"
+  workdir = tmp_path / "run"
+  result = subprocess.run(_command(workdir, "--config.num_steps=20", "--config.log_every_steps=5"), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 75, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert re.fullmatch(r"error: No space left on device \(.*checkpoints/10\): \d+ MiB free there; free some space "
+                      r"and run the same command again to resume from the last checkpoint", last), last
+  assert "Traceback" not in result.stderr
+  assert checkpoint.Checkpointer(str(workdir)).latest_step() == 5
+  assert '"step": 5, "split": "train"' in (workdir / "metrics.jsonl").read_text()

@@ -325,67 +325,72 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
       flush()
     evaluate(0)
 
-  with preemption.StopOnSigterm() as stop:
-    while step < total_steps:
-      done = dispatch.next_boundary(step, total_steps, every)
-      if step < mirror_steps:
-        done = min(done, mirror_steps)
-        for taken_step in range(step + 1, done + 1):
-          state = jit_mirror(state, hparams)
-          if stop.requested:
-            break
-        done = taken_step
-        flush()
-      else:
-        before = state
-        state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params, alive()), step,
-                                                                   done)
-        done = step + taken_steps
-        flush()
-        guard, taken = jax.device_get((guard, metrics))
-        taken = jax.tree.map(lambda m: m[:taken_steps], taken)
-        if not np.all(guard.ok) and not keep_going:
+  try:
+    with preemption.StopOnSigterm() as stop:
+      while step < total_steps:
+        done = dispatch.next_boundary(step, total_steps, every)
+        if step < mirror_steps:
+          done = min(done, mirror_steps)
+          for taken_step in range(step + 1, done + 1):
+            state = jit_mirror(state, hparams)
+            if stop.requested:
+              break
+          done = taken_step
+          flush()
+        else:
+          before = state
+          state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params, alive()), step,
+                                                                     done)
+          done = step + taken_steps
+          flush()
+          guard, taken = jax.device_get((guard, metrics))
+          taken = jax.tree.map(lambda m: m[:taken_steps], taken)
+          if not np.all(guard.ok) and not keep_going:
+            ckpt.wait()
+            raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
+          if _record_divergence(config, guard, alive(), diverged):
+            _save_diverged(diverged, workdir)
+          if keep_going and diverged:
+            state = jit_keep(alive(), state, before)
+          finite = np.asarray(taken.pop("finite"), bool)
+          if skip and not finite.all():
+            skipped += int((~finite).sum())
+            logging.warning("steps %d-%d: %d with non-finite loss or gradients skipped", step + 1, done,
+                            int((~finite).sum()))
+          for k, v in taken.items():
+            history.setdefault(k, []).append(np.where(finite, np.asarray(v, np.float64), np.nan))
+        step = done
+        if done % config.log_every_steps == 0 or done == total_steps:
+          elapsed = time.time() - tick
+          summary = {"train/examples_per_second": (done - tick_step) * config.batch_size * n / max(elapsed, 1e-9)}
+          with warnings.catch_warnings():  # A window whose every step was skipped logs NaN.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = {f"train/{k}": np.nanmean(np.concatenate(v), axis=0) for k, v in history.items()}
+          summary.update(replicas.summarise(means, n))
+          if skipped:
+            summary["train/skipped_steps"] = skipped
+          angles = None
+          if last_batch is not None and config.get("angles", True):
+            angles = jit_align(state, last_batch(), hparams)  # Dispatched now, read after the next steps are.
+          pending.append((done, summary, angles, (total_steps - done) * elapsed / max(done - tick_step, 1)))
+          history, tick, tick_step = {}, time.time(), done
+        if done % config.eval_every_steps == 0 or done == total_steps:
+          flush()
+          evaluate(done)
+        stopping = stop.should_stop(done)
+        save(done, force=done == total_steps or stopping)
+        if stopping:
+          flush()
           ckpt.wait()
-          raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
-        if _record_divergence(config, guard, alive(), diverged):
-          _save_diverged(diverged, workdir)
-        if keep_going and diverged:
-          state = jit_keep(alive(), state, before)
-        finite = np.asarray(taken.pop("finite"), bool)
-        if skip and not finite.all():
-          skipped += int((~finite).sum())
-          logging.warning("steps %d-%d: %d with non-finite loss or gradients skipped", step + 1, done,
-                          int((~finite).sum()))
-        for k, v in taken.items():
-          history.setdefault(k, []).append(np.where(finite, np.asarray(v, np.float64), np.nan))
-      step = done
-      if done % config.log_every_steps == 0 or done == total_steps:
-        elapsed = time.time() - tick
-        summary = {"train/examples_per_second": (done - tick_step) * config.batch_size * n / max(elapsed, 1e-9)}
-        with warnings.catch_warnings():  # A window whose every step was skipped logs NaN.
-          warnings.simplefilter("ignore", RuntimeWarning)
-          means = {f"train/{k}": np.nanmean(np.concatenate(v), axis=0) for k, v in history.items()}
-        summary.update(replicas.summarise(means, n))
-        if skipped:
-          summary["train/skipped_steps"] = skipped
-        angles = None
-        if last_batch is not None and config.get("angles", True):
-          angles = jit_align(state, last_batch(), hparams)  # Dispatched now, read after the next steps are.
-        pending.append((done, summary, angles, (total_steps - done) * elapsed / max(done - tick_step, 1)))
-        history, tick, tick_step = {}, time.time(), done
-      if done % config.eval_every_steps == 0 or done == total_steps:
-        flush()
-        evaluate(done)
-      stopping = stop.should_stop(done)
-      save(done, force=done == total_steps or stopping)
-      if stopping:
-        flush()
-        ckpt.wait()
-        writer.close()
-        raise preemption.Preempted(
-            f"stopped on SIGTERM after step {done}, checkpoint saved in {workdir}; "
-            "run the same command again to resume"
-        )
+          writer.close()
+          raise preemption.Preempted(
+              f"stopped on SIGTERM after step {done}, checkpoint saved in {workdir}; "
+              "run the same command again to resume"
+          )
+  except BaseException:
+    # Saves still in flight finish (or fail) before the error leaves: the last good checkpoint stays whole.
+    ckpt.wait()
+    raise
   flush()
   ckpt.wait()
   ckpt.close()
