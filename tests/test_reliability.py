@@ -391,3 +391,25 @@ def test_a_full_disk_stops_the_run_in_one_line_with_exit_75_and_keeps_the_last_c
   assert "Traceback" not in result.stderr
   assert checkpoint.Checkpointer(str(workdir)).latest_step() == 5
   assert '"step": 5, "split": "train"' in (workdir / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,message", [
+    (["--config.learning_rate=-0.1"], "error: learning_rate -0.1 is not positive"),
+    (["--config.num_steps=0"], "error: num_steps 0 trains nothing"),
+    (["--config.optimiser.lr=0.1"], "error: --config.optimiser.lr names no field of the config; did you mean"),
+    (["--config.dataset=arrays", "--config.data_path=/nonexistent/x.npz"], "error: data_path '/nonexistent/x.npz'"),
+    (["--config.dataset=arrays", "--config.data_path=STRAY"], "has labels up to 99 but no example of 95 of those"),
+])
+def test_each_bad_input_exits_2_in_one_line_and_writes_nothing(overrides, message, tmp_path):
+  stray = tmp_path / "stray.npz"
+  y = np.arange(40) % 4
+  y[0] = 99
+  np.savez(stray, x_train=np.ones((40, 3), np.float32), y_train=y, x_test=np.ones((8, 3), np.float32),
+           y_test=np.arange(8) % 4)
+  overrides = [o.replace("STRAY", str(stray)) for o in overrides]
+  result = _run(tmp_path / "run", "--config.num_steps=5", *overrides)
+  assert result.returncode == 2, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message.removeprefix("error: ") in last, last
+  assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoints").exists()
