@@ -6,7 +6,9 @@ step whose loss or gradients are not finite is recorded on the device
 (`Guard`), and the host stops the run at the boundary before anything is
 saved, so a non-finite state never reaches a checkpoint.
 In-memory data sets live on the device and a run of steps is one loop over
-the batches' example indices, compiled once for runs of every length.
+the batches' example indices, compiled once for runs of every length; or,
+where XLA would run the step far slower inside a loop (convolutions on the
+CPU, `loop_is_slow`), one call per step on the same gathered batches.
 """
 
 import collections
