@@ -5,8 +5,8 @@ every leaf of the train state has a leading axis of N = C * S replicas, and
 the train, eval, alignment and mirror steps are vmapped over it. Replica
 ``c * S + s`` is the run of cell c with seed ``config.seed + s``: its
 initialisation, data order and every random draw of the step come from that
-seed, and its learning rate, weight decay and momentum from that cell
-(`hparams`), as in a single run. A single run has no replica axis.
+seed, and its learning rate, weight decay, momentum and rule options from
+that cell (`hparams`), as in a single run. A single run has no replica axis.
 """
 
 import dataclasses
@@ -54,8 +54,9 @@ def summarise(values: dict, num_seeds: int) -> dict:
   """Per-replica metrics as JSON-ready scalars.
 
   A value with a replica axis becomes its mean under its own key, its
-  sample standard deviation (ddof=1) under ``<key>/std`` and its N values, in replica order,
-  under ``<key>/seeds``; with one seed the values stay as they are.
+  sample standard deviation (ddof=1) under ``<key>/std`` and its N values,
+  in replica order, under ``<key>/seeds``; with one seed the values stay as
+  they are.
   """
   if num_seeds == 1:
     return {k: float(np.asarray(v)) for k, v in values.items()}
