@@ -30,11 +30,13 @@ _ADDED_LATER = {"num_seeds": 1}
 def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
   """Raises ValueError naming the problem and the fix for a config that cannot run.
 
-  Checks: the rule, its options, model, optimizer, schedule and data set
-  exist; the learning rate is positive and the run has steps to take; ``num_seeds`` is a positive integer; a sweep's grid reads
-  (`wtfree.grid`) and keeps the learning rate positive; the global batch sizes divide
-  over each replica's devices and over the hosts; Batch
-  Manhattan is not paired with Adam; and the rule's own checks
+  Checks: every field is one wtfree declares; the rule, its options, model,
+  optimizer, schedule and data set exist; the learning rate is positive and
+  the run has steps to take; ``num_seeds`` is a positive integer; a sweep's
+  grid reads (`wtfree.grid`), keeps the learning rate positive and each
+  cell's rule options are ones the rule accepts; the global batch sizes
+  divide over each replica's devices and over the hosts; Batch Manhattan is
+  not paired with Adam; and the rule's own checks
   (`wtfree.feedback.Rule.check_config`), whose warnings are logged.
   """
   from wtfree import data  # Imported here: loading it pulls in tfds.
