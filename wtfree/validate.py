@@ -19,12 +19,12 @@ from wtfree import replicas
 _IDENTITY_FIELDS = (
     "dataset", "model", "model_options", "rule", "rule_options", "last_layer_bp",
     "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
-    "batch_manhattan", "schedule", "batch_size", "seed", "weight_decay_on", "num_seeds",
+    "batch_manhattan", "schedule", "batch_size", "seed", "weight_decay_on", "num_seeds", "holdout",
 )
 
 
 # Identity fields that older workdirs' config.json lacks, with the value those runs had.
-_ADDED_LATER = {"num_seeds": 1}
+_ADDED_LATER = {"num_seeds": 1, "holdout": 0.0}
 
 
 def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
