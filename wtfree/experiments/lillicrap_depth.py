@@ -1,4 +1,4 @@
-"""Lillicrap et al. 2016, Fig. 3a: does depth help under feedback alignment?
+"""Lillicrap et al. 2016, Fig. 3c-d: does depth help under feedback alignment?
 
 A 30-20-10-10 tanh teacher (`wtfree.data.synthetic.tanh_teacher(0)` with its
 weights times sqrt(2), so N(0, 2/fan_in); tanh hidden layers, linear
@@ -118,7 +118,7 @@ def run(out: str, quick: bool = False) -> dict:
   }
   record = {
       "experiment": NAME,
-      "paper": "Lillicrap et al. 2016, Fig. 3a",
+      "paper": "Lillicrap et al. 2016, Fig. 3c-d",
       "setup": setup,
       "steps": steps,
       "final_errors": {r: {s: curves[r][s][:, -1] for s in STUDENTS} for r in rules},
