@@ -133,6 +133,8 @@ def _jsonable(value):
     return float(f"{float(value):.6g}")
   if isinstance(value, np.integer):
     return int(value)
+  if isinstance(value, np.bool_):
+    return bool(value)
   return value
 
 
