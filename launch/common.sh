@@ -59,6 +59,15 @@ quote_all() {
   printf '%s' "$out"
 }
 
+# take_overrides ARGS...: the words after --, into the caller's array `overrides`;
+# --dry-run among them is a dry run, never a wtfree.main override.
+take_overrides() {
+  local arg
+  for arg in "$@"; do
+    if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else overrides+=("$arg"); fi
+  done
+}
+
 # run COMMAND...: prints COMMAND, then runs it unless --dry-run was given.
 run() {
   printf '+ %s\n' "$(quote_all "$@")"

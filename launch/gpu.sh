@@ -59,14 +59,7 @@ while (($#)); do
     --workdir | --workdir=*) flag_value workdir "$@"; shift "$FLAG_SHIFT" ;;
     --gpus | --gpus=*) flag_value gpus "$@"; shift "$FLAG_SHIFT" ;;
     --log | --log=*) flag_value log "$@"; shift "$FLAG_SHIFT" ;;
-    --)
-      shift
-      # --dry-run anywhere on the line is a dry run, never a wtfree.main override.
-      for arg in "$@"; do
-        if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else overrides+=("$arg"); fi
-      done
-      break
-      ;;
+    --) shift; take_overrides "$@"; break ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *)
       [[ -z "$subcommand" ]] || die "unexpected argument '$1'; wtfree.main flags go after -- (see --help)"

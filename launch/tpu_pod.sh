@@ -115,14 +115,7 @@ while (($#)); do
     --worker | --worker=*) flag_value worker "$@"; shift "$FLAG_SHIFT" ;;
     --fetch | --fetch=*) flag_value fetch_dir "$@"; shift "$FLAG_SHIFT" ;;
     --workers | --workers=*) flag_value workers "$@"; shift "$FLAG_SHIFT" ;;
-    --)
-      shift
-      # --dry-run anywhere on the line is a dry run, never a wtfree.main override.
-      for arg in "$@"; do
-        if [[ "$arg" == --dry-run ]]; then DRY_RUN=1; else overrides+=("$arg"); fi
-      done
-      break
-      ;;
+    --) shift; take_overrides "$@"; break ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *)
       [[ -z "$subcommand" ]] || die "unexpected argument '$1'; wtfree.main flags go after -- (see --help)"

@@ -33,7 +33,7 @@ def replica_fields() -> tuple[str, ...]:
   """Fields the train step reads as per-replica values, not as constants of its trace.
 
   The optimizer's learning rate, weight decay and momentum, and every
-  rule's numeric options (``rule_options.p``, ``rule_options.decay``, ...).
+  rule's numeric options (`wtfree.feedback.numeric_options`).
   """
   return OPTIMIZER_FIELDS + tuple(f"rule_options.{name}" for name in feedback.numeric_options())
 
