@@ -332,6 +332,52 @@ def test_a_finished_run_started_again_rewrites_nothing(tmp_path):
   assert saved.stat().st_mtime == 1
 
 
+_READ_ONLY = """
+import builtins, errno, os
+ROOT = os.environ["WTFREE_READ_ONLY"]
+def _refuse(path):
+  if os.path.abspath(os.fspath(path)).startswith(ROOT):
+    raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+_open = builtins.open
+def read_only_open(file, mode="r", *args, **kwargs):
+  if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+"):
+    _refuse(file)
+  return _open(file, mode, *args, **kwargs)
+builtins.open = read_only_open
+def _wrap(name):
+  original = getattr(os, name)
+  def refused(path, *args, **kwargs):
+    if name != "mkdir" or not os.path.exists(path):
+      _refuse(path)
+    return original(path, *args, **kwargs)
+  setattr(os, name, refused)
+for _name in ("mkdir", "rename", "replace", "remove", "unlink", "rmdir"):
+  _wrap(_name)
+"""
+
+
+def test_a_finished_run_on_a_read_only_disk_reports_and_writes_nothing(tmp_path):
+  workdir = tmp_path / "run"
+  assert _run(workdir, "--config.num_steps=10").returncode == 0
+  before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in workdir.rglob("*") if p.is_file()}
+  inject = tmp_path / "inject"
+  inject.mkdir()
+  (inject / "sitecustomize.py").write_text(_READ_ONLY)  # Every write under the workdir fails as on a read-only disk.
+  env = _env()
+  env["PYTHONPATH"] = f"{inject}:{env.get('PYTHONPATH', '')}"
+  env["WTFREE_READ_ONLY"] = str(workdir)
+  again = subprocess.run(_command(workdir, "--config.num_steps=10"), cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "already finished at step 10" in again.stderr and "Traceback" not in again.stderr
+  after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in workdir.rglob("*") if p.is_file()}
+  assert after == before
+  # The injection is real: a run with steps left fails at its first write, in one line, worth retrying.
+  more = subprocess.run(_command(workdir, "--config.num_steps=20"), cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert more.returncode == 75 and "Read-only file system" in more.stderr.strip().splitlines()[-1], more.stderr[-3000:]
+
+
 def test_a_field_a_config_file_mistypes_is_an_error_naming_the_close_match():
   from configs import digits_mlp  # pylint: disable=g-import-not-at-top
   from wtfree import validate  # pylint: disable=g-import-not-at-top

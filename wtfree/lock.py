@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import socket
@@ -31,7 +32,9 @@ def hold(workdir: str):
 
   A lock left by a process of this host that no longer runs is stale and
   taken over, with a warning; one held by a live process, or by another
-  host, whose processes cannot be checked from here, is refused.
+  host, whose processes cannot be checked from here, is refused. A workdir
+  on a read-only disk is not held (nothing can write there): a finished
+  run only reports, and any other fails at its first write.
 
   Raises:
     WorkdirBusy: naming the holder (host, pid, start time) and how to take
@@ -56,7 +59,14 @@ def hold(workdir: str):
     logging.warning("Taking over the lock of %s from pid %s, which no longer runs", workdir, holder.get("pid"))
   path.parent.mkdir(parents=True, exist_ok=True)
   started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-  path.write_text(json.dumps({"host": host, "pid": pid, "started": started}))
+  try:
+    path.write_text(json.dumps({"host": host, "pid": pid, "started": started}))
+  except OSError as e:
+    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+      raise
+    logging.warning("%s cannot be written (%s): the run goes on without holding it", path, e.strerror)
+    yield
+    return
   try:
     yield
   finally:

@@ -41,21 +41,27 @@ class MetricWriter:
     self._cells = []
     if not self._active:
       return
-    workdir = epath.Path(workdir)
+    # Opened at the first write: a finished run started again (even on a read-only disk) writes nothing.
+    self._workdir = epath.Path(workdir)  # epath reaches gs:// as well as local disks.
+    self._tensorboard = tensorboard
+    self._cell_count = cells
+    self._resumed_at = resumed_at
+
+  def _open(self) -> None:
+    workdir = self._workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    # epath reaches gs:// as well as local disks.
     path = workdir / "metrics.jsonl"
     if path.exists():
-      _drop_after(path, -1 if resumed_at is None else resumed_at)
+      _drop_after(path, -1 if self._resumed_at is None else self._resumed_at)
     self._jsonl = path.open("a")
-    if tensorboard:
+    if self._tensorboard:
       from tensorboardX import SummaryWriter  # Imported lazily: it pulls in protobuf.
 
       # A resumed run writes its steps again: TensorBoard drops the events after the checkpoint.
-      purge = None if resumed_at is None else resumed_at + 1
-      if cells > 1:
+      purge = None if self._resumed_at is None else self._resumed_at + 1
+      if self._cell_count > 1:
         self._cells = [SummaryWriter(str(workdir / "tensorboard" / f"cell_{c}"), purge_step=purge)
-                       for c in range(cells)]
+                       for c in range(self._cell_count)]
       else:
         self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge)
 
@@ -63,6 +69,8 @@ class MetricWriter:
     """Writes one log event of scalar (or list-of-scalar) metrics."""
     if not self._active:
       return
+    if self._jsonl is None:
+      self._open()
     values = {k: [float(x) for x in v] if isinstance(v, (list, tuple)) else float(np.asarray(v))
               for k, v in scalars.items()}
     self._jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
