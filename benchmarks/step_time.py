@@ -17,7 +17,7 @@ interquartile range.
 
 Two references share the rounds: ``forward`` (the bp model's forward pass in
 training mode, batch statistics updated, no gradient) and ``mirror`` (wm's
-mirror pass alone, `steps.mirror_only_step`), to check that a mirror pass
+mirror pass alone, `steps.between_steps_only`), to check that a mirror pass
 costs no more than an extra forward pass. Two cheaper wm settings are timed
 alongside the Akrout one: uniform mirror noise, and a mirror batch a quarter
 of the training batch. XLA's own counts for each compiled step (flops, bytes
@@ -215,8 +215,11 @@ def dfa_map_entries(bench: Bench) -> int:
   """Entries of all of dfa's broadcast maps for ``bench``'s model, from shapes alone."""
   model = models.get_model(bench.model, num_classes=bench.num_classes, rule="dfa", **bench.model_options())
   x = jax.ShapeDtypeStruct((1, *bench.input_shape), np.float32)
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  return feedback.direct.map_entries(shapes.get(feedback.direct.TAPS, {}), (1, bench.num_classes))
+  def channel(x):
+    variables = model.init(jax.random.key(0), x, train=False)
+    return model.apply(variables, x, train=False, mutable=[feedback.STEP])[1]
+
+  return feedback.direct.map_entries(jax.eval_shape(channel, x).get(feedback.STEP, {}), (1, bench.num_classes))
 
 
 def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0, peers: bool = True,
@@ -251,8 +254,8 @@ def build(bench: Bench, rules: tuple[str, ...], mesh, seed: int = 0, peers: bool
     )
     items.append(Timed(name, step, state, batch, donates=True))
     logging.info("%s %s compiled in %.1f s", bench.name, name, items[-1].compile_s)
-    if rule.mirrored and name in rules and references:
-      mirror_step = steps.jit(functools.partial(steps.mirror_only_step, learner=learner), donate_argnums=0)
+    if rule.takes("mirror_batch_size") and name in rules and references:
+      mirror_step = steps.jit(functools.partial(steps.between_steps_only, learner=learner), donate_argnums=0)
       wm_state = steps.create_train_state(model, tx, bench.input_shape, seed, mesh, learner)
       items.append(Timed("mirror", mirror_step, wm_state, None, donates=True))
   if references:

@@ -24,7 +24,7 @@ class OneLayer(nn.Module):
   layer: nn.Module
 
   @nn.compact
-  def __call__(self, x, mirror_pass=False):
+  def __call__(self, x, between_steps=False):
     return self.layer(x)
 
 

@@ -89,11 +89,11 @@ class _ConvNet(nn.Module):
   rule: str = "bp"
 
   @nn.compact
-  def __call__(self, x, *, train: bool = True, mirror_pass: bool = False):
+  def __call__(self, x, *, train: bool = True, between_steps: bool = False):
     conv = functools.partial(wnn.Conv, use_bias=False, rule=self.rule, mirror_activation=nn.relu)
-    x = nn.relu(conv(4, (3, 3), strides=4, name="strided")(x, mirror_pass=mirror_pass))
-    x = nn.relu(conv(6, (3, 3), strides=2, name="small_image")(x, mirror_pass=mirror_pass))
-    return wnn.Dense(3, rule=self.rule, name="head")(x.mean(axis=(1, 2)), mirror_pass=mirror_pass)
+    x = nn.relu(conv(4, (3, 3), strides=4, name="strided")(x, between_steps=between_steps))
+    x = nn.relu(conv(6, (3, 3), strides=2, name="small_image")(x, between_steps=between_steps))
+    return wnn.Dense(3, rule=self.rule, name="head")(x.mean(axis=(1, 2)), between_steps=between_steps)
 
 
 def _one_step(rule: str):

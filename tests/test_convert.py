@@ -171,7 +171,7 @@ def _train(model, variables, x, labels, steps, tx, learner=None, weight_decay_ra
       updates, opt_state = tx.update(grads, opt_state, params)
       variables = {**rest, "params": optax.apply_updates(params, updates)}
       if learner is not None:
-        variables = learner.update(variables, jax.random.fold_in(jax.random.key(7), i),
+        variables = learner.between_steps(variables, jax.random.fold_in(jax.random.key(7), i),
                                    weight_decay_rate=weight_decay_rate)
       return (variables, opt_state), loss
 
@@ -244,7 +244,7 @@ def test_weight_mirror_brings_a_dense_general_feedback_to_w():
   model = convert.convert(Attend(), rule)
   learner = learning.Learner(model, jnp.zeros((1, 3, 5, 6)), mirror_batch_size=256, passes=10)
   variables = learner.init(RNGS)
-  run = jax.jit(learner.update)
+  run = jax.jit(learner.between_steps)
   for i in range(20):
     variables = run(variables, jax.random.key(i))
   w = variables["params"]["DenseGeneral_0"]["kernel"]

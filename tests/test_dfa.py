@@ -1,5 +1,6 @@
 """Direct feedback alignment: the output error sent straight to every layer."""
 
+import functools
 import json
 import logging
 import pathlib
@@ -14,6 +15,7 @@ import pytest
 from configs import digits_mlp
 from wtfree import data
 from wtfree import feedback
+from wtfree import learning
 from wtfree import models
 from wtfree import nn as wnn
 from wtfree import optim
@@ -37,10 +39,11 @@ def test_hidden_gradients_are_the_broadcast_error_times_the_derivative():
   variables = _init(model, x)
 
   def loss(params):
-    outputs, _ = train.apply_for_loss(model, {**variables, "params": params}, x, rngs={}, mutable=[])
-    return jnp.mean(steps._loss("classification", outputs, labels))
+    return learning.Learner(model, x, train=False).value_and_grad(
+        functools.partial(steps._loss, "classification"), {**variables, "params": params}, x, targets=labels,
+        key=jax.random.key(0), train=True)
 
-  grads = jax.grad(loss)(variables["params"])
+  grads = loss(variables["params"])[1]
 
   p, seeds = variables["params"], variables["feedback"]
   a1 = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]

@@ -40,7 +40,7 @@ def _task():
 
 
 def _user_loop(model, learner, x, labels, steps, tx):
-  """The loop of `wtfree.learning`'s docstring: optax as the user likes it, then learner.update."""
+  """The loop of `wtfree.learning`'s docstring: optax as the user likes it, then learner.between_steps."""
   variables = learner.init({"params": jax.random.key(2), "feedback": jax.random.key(3)})
 
   def loss_fn(params, rest):
@@ -51,7 +51,7 @@ def _user_loop(model, learner, x, labels, steps, tx):
     params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     loss, grads = jax.value_and_grad(loss_fn)(params, rest)
     updates, opt_state = tx.update(grads, opt_state, params)
-    variables = learner.update({"params": optax.apply_updates(params, updates), **rest}, key)
+    variables = learner.between_steps({"params": optax.apply_updates(params, updates), **rest}, key)
     return variables, opt_state, loss
 
   opt_state = tx.init(variables["params"])
@@ -94,8 +94,8 @@ def test_learner_is_a_no_op_for_rules_that_do_not_learn_between_steps():
   for rule in ("fa", "sa"):
     learner = learning.Learner(convert.convert(MLP(), rule), x)
     variables = learner.init({"params": jax.random.key(2)})
-    assert not learner.learns_between_steps
-    assert learner.update(variables, jax.random.key(0)) is variables
+    assert not learner.changes_between_steps
+    assert learner.between_steps(variables, jax.random.key(0)) is variables
 
 
 def test_kp_decay_prefers_its_own_option_then_the_loops_weight_decay():
@@ -133,9 +133,9 @@ def test_shallow_leaves_hidden_kernels_bit_identical(tmp_path):
 def test_a_zero_kernel_initializer_gets_usable_feedback_and_a_warning(rule, caplog):
   class Net(nn.Module):
     @nn.compact
-    def __call__(self, x, mirror_pass=False):
-      h = wnn.Dense(8, rule=rule, name="hidden")(x, mirror_pass=mirror_pass)
-      return wnn.Dense(3, rule=rule, kernel_init=nn.initializers.zeros, name="zero_head")(h, mirror_pass=mirror_pass)
+    def __call__(self, x, between_steps=False):
+      h = wnn.Dense(8, rule=rule, name="hidden")(x, between_steps=between_steps)
+      return wnn.Dense(3, rule=rule, kernel_init=nn.initializers.zeros, name="zero_head")(h, between_steps=between_steps)
 
   x = jnp.ones((2, 5))
   with caplog.at_level(logging.WARNING):

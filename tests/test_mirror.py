@@ -17,15 +17,15 @@ class OneLayer(nn.Module):
   layer: nn.Module
 
   @nn.compact
-  def __call__(self, x, *, train=False, mirror_pass=False):
-    return self.layer(x, mirror_pass=mirror_pass)
+  def __call__(self, x, *, train=False, between_steps=False):
+    return self.layer(x, between_steps=between_steps)
 
 
 def _mirror(layer, input_shape, batch, passes):
   model = OneLayer(layer)
   learner = learning.Learner(model, jnp.zeros((1, *input_shape)), mirror_batch_size=batch, passes=10)
   variables = learner.init(jax.random.key(0))
-  run = jax.jit(learner.update)
+  run = jax.jit(learner.between_steps)
   w = variables["params"]["layer"]["kernel"]
   b0 = variables["feedback"]["layer"]["kernel"]
   half = variables

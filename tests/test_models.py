@@ -194,7 +194,7 @@ def test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone(case, train):
       variables,
       x,
       train=train,
-      mirror_pass=True,
+      between_steps=True,
       rngs={"mirror": jax.random.key(4)},
       mutable=["feedback", "batch_stats"],
   )
@@ -202,7 +202,7 @@ def test_mirror_pass_moves_every_b_and_leaves_batch_stats_alone(case, train):
   jax.tree.map(np.testing.assert_array_equal, updated["batch_stats"], variables["batch_stats"])
   # As `wtfree.mirror` calls it: BN needs no mutable batch_stats, even with train=True.
   _, only = model.apply(
-      variables, x, train=train, mirror_pass=True, rngs={"mirror": jax.random.key(4)}, mutable=["feedback"]
+      variables, x, train=train, between_steps=True, rngs={"mirror": jax.random.key(4)}, mutable=["feedback"]
   )
   assert set(only) == {"feedback"}
   old = flax.traverse_util.flatten_dict(variables["feedback"])

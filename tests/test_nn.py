@@ -19,11 +19,11 @@ class MLP(nn.Module):
   plain: bool = False
 
   @nn.compact
-  def __call__(self, x, mirror_pass=False):
+  def __call__(self, x, between_steps=False):
     if self.plain:
       return nn.Dense(3, name="out")(jnp.tanh(nn.Dense(16, name="hidden")(x)))
-    x = jnp.tanh(wnn.Dense(16, rule=self.rule, name="hidden")(x, mirror_pass=mirror_pass))
-    return wnn.Dense(3, rule=self.rule, name="out")(x, mirror_pass=mirror_pass)
+    x = jnp.tanh(wnn.Dense(16, rule=self.rule, name="hidden")(x, between_steps=between_steps))
+    return wnn.Dense(3, rule=self.rule, name="out")(x, between_steps=between_steps)
 
 
 class CNN(nn.Module):
@@ -79,7 +79,7 @@ def test_kp_brings_every_weight_angle_below_one_degree():
     grads = jax.grad(lambda p: _loss(model, {**variables, "params": p}, x, y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     variables = {**variables, "params": optax.apply_updates(params, updates)}
-    return learner.update(variables, jax.random.key(0), weight_decay_rate=0.5 * 0.05), opt_state
+    return learner.between_steps(variables, jax.random.key(0), weight_decay_rate=0.5 * 0.05), opt_state
 
   start = angles(params)
   assert all(float(a) > 80 for a in start.values()), start
@@ -130,7 +130,7 @@ def test_kp_follows_the_equations_with_an_explicit_b():
     grads = jax.grad(lambda p: _loss(model, {**variables, "params": p}, x, y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    variables = learner.update({**variables, "params": params}, jax.random.key(0), weight_decay_rate=rate(step))
+    variables = learner.between_steps({**variables, "params": params}, jax.random.key(0), weight_decay_rate=rate(step))
     for name, (g_w, g_b) in ref_grads(ref).items():
       layer = ref[name]
       layer["kernel"], layer["feedback"] = (

@@ -58,8 +58,8 @@ def test_every_python_block_runs_as_written():
   from wtfree import metrics  # pylint: disable=g-import-not-at-top
 
   ns = namespace
-  before = ns["loss_fn"](ns["model"].apply(ns["learner"].init(ns["jax"].random.key(0)), ns["x"]), ns["y"])
-  after = ns["loss_fn"](ns["model"].apply(ns["variables"], ns["x"]), ns["y"])
+  before = ns["loss_fn"](ns["model"].apply(ns["learner"].init(ns["jax"].random.key(0)), ns["x"]), ns["y"]).mean()
+  after = ns["loss_fn"](ns["model"].apply(ns["variables"], ns["x"]), ns["y"]).mean()
   assert float(after) < 0.5 * float(before)
   _, seen = ns["model"].apply(ns["variables"], ns["x"], mutable=["alignment"])
   assert max(metrics.weight_angles(seen["alignment"]).values()) < 45

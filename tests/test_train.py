@@ -62,7 +62,7 @@ def test_one_device_and_eight_give_the_same_parameters(rule):
 
 @pytest.mark.parametrize("rule", [pytest.param("bp", marks=pytest.mark.slow), pytest.param("brsf", marks=pytest.mark.slow), "wm"])
 def test_resumed_run_equals_uninterrupted(rule, tmp_path):
-  extra = {"mirror_epochs": 0.2} if feedback.get_rule(rule).mirrored else {}  # 0.2 epoch = 8 mirror-only steps
+  extra = {"mirror_epochs": 0.2} if feedback.get_rule(rule).takes("mirror_epochs") else {}  # 0.2 epoch = 8 mirror-only steps
   extra.update(angles=False, eval_every_steps=1000)
   config = _config(rule=rule, num_steps=20, **extra)
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))

@@ -4,7 +4,7 @@
     >>> learner = learning.Learner(model, x)
     >>> variables = learner.init(key)        # MyFlaxModel's variables, plus the rule's state
     >>> y = model.apply(variables, x)        # the backward pass follows kp
-    >>> variables = learner.update(variables, key)   # after each optimizer step: B learns
+    >>> variables = learner.between_steps(variables, key)   # after each optimizer step: B learns
 
 Training loop: see `wtfree.learning`; it makes every rule learn what its
 name says with any optax optimizer.
@@ -56,7 +56,6 @@ import contextlib
 import functools
 import inspect
 import math
-import threading
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -65,7 +64,6 @@ from jax import lax
 import jax.numpy as jnp
 
 from wtfree import feedback
-from wtfree import nn as wnn
 
 Array = jax.Array
 
@@ -76,17 +74,8 @@ def _identity(y: Array) -> Array:
 
 class _Settings(NamedTuple):
   rule: str | feedback.Rule
-  mirror_pass: bool
+  between_steps: "bool | feedback.BetweenSteps"
   mirror_activation: Callable[[Array], Array]
-
-
-class _Active(threading.local):
-
-  def __init__(self):
-    self.stack: list[_Settings] = []
-
-
-_active = _Active()
 
 
 def dense_general_op(x: Array, w: Array, *, axis: Sequence[int], precision=None) -> Array:
@@ -134,7 +123,7 @@ def _unboxed(init: Callable) -> Callable:
 
 def _finish(module: nn.Module, settings: _Settings, op, inputs: Array, kernel: Array, bias, kernel_init) -> Array:
   """The rule's ``op(inputs, kernel)`` plus the bias, before the output perturbation."""
-  y = wnn.rule_op(
+  y = feedback.rule_op(
       module,
       settings.rule,
       op,
@@ -142,12 +131,17 @@ def _finish(module: nn.Module, settings: _Settings, op, inputs: Array, kernel: A
       kernel,
       kernel_init=_unboxed(kernel_init),
       dtype=module.dtype,
-      mirror_pass=settings.mirror_pass,
+      between_steps=settings.between_steps,
       mirror_activation=settings.mirror_activation,
   )
   if bias is not None:
     y = y + jnp.asarray(bias, y.dtype)
   return y
+
+
+def _output(module: nn.Module, settings: _Settings, y: Array) -> Array:
+  """The layer's output in its own shape, handed to the rule's step (`feedback.finish`)."""
+  return feedback.finish(module, settings.rule, y, settings.mirror_activation)
 
 
 def _tuple(value: int | Sequence[int]) -> tuple[int, ...]:
@@ -165,7 +159,7 @@ def _dense(module: nn.Dense, settings: _Settings, inputs: Array) -> Array:
   kernel = module.param("kernel", module.kernel_init, (jnp.shape(inputs)[-1], module.features), module.param_dtype)
   bias = _bias(module, (module.features,))
   op = functools.partial(feedback.dense_op, precision=module.precision)
-  return wnn.perturb(module, _finish(module, settings, op, inputs, kernel, bias, module.kernel_init))
+  return _output(module, settings, _finish(module, settings, op, inputs, kernel, bias, module.kernel_init))
 
 
 def _dense_general(module: nn.DenseGeneral, settings: _Settings, inputs: Array) -> Array:
@@ -195,7 +189,7 @@ def _dense_general(module: nn.DenseGeneral, settings: _Settings, inputs: Array) 
   bias = _bias(module, features, as_matrix(module.bias_init, (math.prod(features),)))
   flat_bias = None if bias is None else jnp.reshape(bias, (-1,))
   y = _finish(module, settings, op, inputs, kernel, flat_bias, kernel_init)
-  return wnn.perturb(module, jnp.reshape(y, (*y.shape[:-1], *features)))
+  return _output(module, settings, jnp.reshape(y, (*y.shape[:-1], *features)))
 
 
 def _conv(module: nn.Conv, settings: _Settings, inputs: Array) -> Array:
@@ -239,7 +233,7 @@ def _conv(module: nn.Conv, settings: _Settings, inputs: Array) -> Array:
       precision=module.precision,
   )
   y = _finish(module, settings, op, inputs, kernel, bias, module.kernel_init)
-  return wnn.perturb(module, jnp.reshape(y, (*batch_shape, *y.shape[1:])))
+  return _output(module, settings, jnp.reshape(y, (*batch_shape, *y.shape[1:])))
 
 
 _HANDLERS = {
@@ -249,19 +243,34 @@ _HANDLERS = {
 }
 
 
-def _interceptor(next_fun, args, kwargs, context):
-  handler = _HANDLERS.get(getattr(context.orig_method, "func", None))
-  # ConvLocal runs Conv's __call__ but has a kernel per output position.
-  if handler is None or not getattr(context.module, "shared_weights", True):
-    return next_fun(*args, **kwargs)
-  return handler(context.module, _active.stack[-1], *args, **kwargs)
+def _interceptor(settings: _Settings) -> Callable:
+  """A flax method interceptor that runs Dense, Conv and DenseGeneral under ``settings``."""
+
+  inner = [0]  # Calls of an inner `Converted` in progress: its own interceptor runs its layers.
+
+  def intercepted(next_fun, args, kwargs, context):
+    if isinstance(context.module, Converted):
+      inner[0] += 1
+      try:
+        return next_fun(*args, **kwargs)
+      finally:
+        inner[0] -= 1
+    if inner[0]:
+      return next_fun(*args, **kwargs)
+    handler = _HANDLERS.get(getattr(context.orig_method, "func", None))
+    # ConvLocal runs Conv's __call__ but has a kernel per output position.
+    if handler is None or not getattr(context.module, "shared_weights", True):
+      return next_fun(*args, **kwargs)
+    return handler(context.module, settings, *args, **kwargs)
+
+  return intercepted
 
 
 @contextlib.contextmanager
 def intercept(
     rule: str | feedback.Rule,
     *,
-    mirror_pass: bool = False,
+    between_steps: "bool | feedback.BetweenSteps" = False,
     mirror_activation: Callable[[Array], Array] = _identity,
 ) -> Iterator[None]:
   """Within the block, flax's Dense, Conv and DenseGeneral follow ``rule``.
@@ -274,7 +283,7 @@ def intercept(
 
   Args:
     rule: a rule name or `wtfree.feedback.Rule`.
-    mirror_pass: run weight-mirror passes (noise inputs, wm updates B).
+    between_steps: a between-steps pass (`feedback.BetweenSteps`): kp decays B - W, wm mirrors B from noise.
     mirror_activation: the nonlinearity assumed after every layer in
       mirror passes.
 
@@ -282,19 +291,15 @@ def intercept(
     Nothing; leaving the block restores flax's layers.
   """
   feedback.get_rule(rule)
-  _active.stack.append(_Settings(rule, mirror_pass, mirror_activation))
-  try:
-    with nn.intercept_methods(_interceptor):
-      yield
-  finally:
-    _active.stack.pop()
+  with nn.intercept_methods(_interceptor(_Settings(rule, between_steps, mirror_activation))):
+    yield
 
 
 class Converted(nn.Module):
   """``model`` with the backward pass of its Dense, Conv and DenseGeneral following ``rule``.
 
   Its variables are ``model``'s (same paths and names) plus the rule's
-  state. ``__call__`` takes ``model``'s arguments plus ``mirror_pass``.
+  state. ``__call__`` takes ``model``'s arguments plus ``between_steps``.
 
   Attributes:
     model: the flax.linen model to run: unbound, or bound where it was made
@@ -308,8 +313,8 @@ class Converted(nn.Module):
   rule: str | feedback.Rule = "fa"
   mirror_activation: Callable[[Array], Array] = _identity
 
-  def __call__(self, *args, mirror_pass: bool = False, **kwargs) -> Any:
-    """``model(*args, **kwargs)``; with ``mirror_pass`` every layer mirrors B from noise."""
+  def __call__(self, *args, between_steps: "bool | feedback.BetweenSteps" = False, **kwargs) -> Any:
+    """``model(*args, **kwargs)``; with ``between_steps`` every layer's rule learns between steps instead."""
     model = self.model
     if model.parent is self:
       # Bound afresh to this module's own scope, as `Module.bind` does: the
@@ -317,7 +322,7 @@ class Converted(nn.Module):
       # submodules it holds as fields (nn.share_scope leaves those drawing
       # from streams under the field's name).
       model = model.clone(parent=self.scope, _deep_clone=True)
-    with intercept(self.rule, mirror_pass=mirror_pass, mirror_activation=self.mirror_activation):
+    with intercept(self.rule, between_steps=between_steps, mirror_activation=self.mirror_activation):
       return model(*args, **kwargs)
 
 

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wtfree import learning
 
 # Akrout et al. (and Goyal et al.) quote learning rates per 256 examples.
 REFERENCE_BATCH = 256
@@ -210,7 +209,7 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
     config: the run's config.
     steps_per_epoch: training steps per epoch.
     frozen: a mask of parameters that take no update of any kind
-      (`wtfree.learning.frozen_mask`), or None.
+      (`wtfree.learning.Learner.frozen`), or None.
     hparams: ``learning_rate``, ``weight_decay`` or ``momentum`` values that
       replace the config's, e.g. one replica's traced values in a sweep
       (`wtfree.grid`); a swept field keeps its transform in the chain even
@@ -234,4 +233,12 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
   lr, offset = schedule(config, steps_per_epoch, hparams), mirror_steps(config, steps_per_epoch)
   chain.append(optax.scale_by_learning_rate(lambda count: lr(count + offset)))
   tx = optax.chain(*chain)
-  return tx if frozen is None else learning.freeze(tx, frozen)
+  return tx if frozen is None else freeze(tx, frozen)
+
+
+def freeze(tx: optax.GradientTransformation, mask) -> optax.GradientTransformation:
+  """``tx`` on the leaves where ``mask`` is False; no update at all where it is True."""
+  if not any(jax.tree.leaves(mask)):
+    return tx
+  labels = jax.tree.map(lambda frozen: "frozen" if frozen else "trained", mask)
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

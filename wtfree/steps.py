@@ -1,4 +1,4 @@
-"""The train state, its builder, and the jitted train, eval, mirror and alignment steps.
+"""The train state, its builder, and the jitted train, eval, between-steps and alignment steps.
 
 Everything a training loop compiles, and nothing about data, checkpoints or
 logs: `wtfree.train`'s loop, the benchmarks and a user's own loop all take
@@ -48,9 +48,16 @@ class TrainState(flax.struct.PyTreeNode):
     return {"params": self.params, "feedback": self.feedback, "batch_stats": self.batch_stats}
 
   def key(self, stream: int) -> Array:
-    """A key for this step and ``stream`` (0 feedback, 1 mirror, 2 dropout, 3 perturbation noise)."""
+    """A key for this step and ``stream`` (`FEEDBACK`, `BETWEEN_STEPS`, `DROPOUT` or `RULE`)."""
     key = jax.random.wrap_key_data(self.rng)
     return jax.random.fold_in(jax.random.fold_in(key, self.step), stream)
+
+
+# The key streams of a step (`TrainState.key`).
+FEEDBACK = 0  # Feedback drawn anew every step.
+BETWEEN_STEPS = 1  # Mirror noise of the between-steps passes.
+DROPOUT = 2
+RULE = 3  # The rule's own noise in forming the gradients (np's, fg's perturbations).
 
 
 class DivergenceError(FloatingPointError):
@@ -70,54 +77,6 @@ def _correct(task: str, outputs: Array, labels: Array, k: int) -> Array:
   """Per-example top-k accuracy (a sequence's fraction of positions)."""
   correct = metrics.topk_correct(outputs, labels, k)
   return jnp.mean(correct, axis=-1) if task == "language_model" else correct
-
-
-def apply_for_loss(model, variables, x, *, rngs, mutable: list[str]) -> tuple[Array, dict]:
-  """``model.apply`` in training mode, its output joined to any dfa taps.
-
-  Under ``dfa`` the layers' taps are connected to the output
-  (`feedback.connect`), so that the output error reaches every layer; for
-  other rules the taps collection is empty and this is a plain apply.
-  """
-  outputs, updated = model.apply(
-      variables, x, train=True, rngs=rngs, mutable=[*mutable, feedback.direct.TAPS]
-  )
-  taps = updated.pop(feedback.direct.TAPS, {})
-  if taps:
-    outputs = feedback.connect(outputs, taps, model.rule)
-  return outputs, updated
-
-
-def _batch_loss(model, variables, batch: dict, task: str, rngs) -> tuple[Array, tuple[Array, dict]]:
-  """The mean training loss of ``batch``, with the outputs and the updated BatchNorm statistics."""
-  outputs, updated = apply_for_loss(model, variables, batch["image"], rngs=rngs, mutable=["batch_stats"])
-  return jnp.mean(_loss(task, outputs, batch["label"])), (outputs, updated)
-
-
-def _perturbed_losses(model, variables, batch: dict, task: str, rngs):
-  """For a rule that estimates gradients: ``losses(params, perturbations)`` and zero perturbations.
-
-  ``losses`` gives the per-example loss, the outputs with the updated
-  BatchNorm statistics, and each layer's output in the perturbations' tree.
-  """
-  x, labels = batch["image"], batch["label"]
-  zeros = model.apply(variables, x, train=True, rngs=rngs, mutable=["perturbations", "batch_stats"])[1]["perturbations"]
-
-  def losses(params, perturbations):
-    outputs, updated = model.apply({**variables, "params": params, "perturbations": perturbations}, x, train=True,
-                                   rngs=rngs, mutable=["batch_stats", "intermediates"], capture_intermediates=True)
-    captured = flax.traverse_util.flatten_dict(flax.core.unfreeze(updated.pop("intermediates")))
-    layer_outputs = {}
-    for path in flax.traverse_util.flatten_dict(flax.core.unfreeze(perturbations)):
-      calls = captured.get((*path[:-1], "__call__"), ())
-      if len(calls) != 1:
-        raise ValueError(f"layer {'/'.join(path[:-1])} is called {len(calls)} times in one apply; a rule that "
-                         "estimates gradients by perturbation needs each perturbed layer called once")
-      layer_outputs[path] = calls[0]
-    layer_outputs = flax.traverse_util.unflatten_dict(layer_outputs)
-    return _loss(task, outputs, labels), ((outputs, updated), layer_outputs)
-
-  return losses, zeros
 
 
 # Most of a CPU compile is LLVM optimising the code, which pays back only over
@@ -208,20 +167,11 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
 
 
 def frozen_params(model, learner: learning.Learner, batch: dict, task: str, seed: int):
-  """`learning.frozen_mask` of the initial params on ``batch``, or None where every rule sends errors."""
-  if not learner.zeroes_errors:
-    return None
+  """The parameters the rules keep from any update (`learning.Learner.frozen`) on ``batch``, or None."""
   params_key = jax.random.split(jax.random.key(seed))[0]
-
-  @functools.partial(jit, runs_once=True)
-  def grads(batch):
-    variables = learner.init({"params": params_key})
-
-    rngs = {"feedback": jax.random.key(0), "dropout": jax.random.key(1)}
-    loss = lambda params: _batch_loss(model, {**variables, "params": params}, batch, task, rngs)[0]
-    return jax.grad(loss)(variables["params"])
-
-  return learning.frozen_mask(grads(batch))
+  variables = jit(learner.init, runs_once=True)({"params": params_key})
+  return learner.frozen(functools.partial(_loss, task), variables, batch["image"], targets=batch["label"],
+                        key=jax.random.key(0), train=True)
 
 
 def _finite(x: Array) -> Array:
@@ -247,33 +197,26 @@ def train_step(
     weight_decay_rate: optax.Schedule | None = None,
     skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict]:
-  """Forward, the rule's backward, the optimizer update, then the rule's between-steps learning.
+  """One step: the rules' gradients, the optimizer's update, then the rules' between-steps learning.
 
-  A rule that estimates its gradients by perturbation (``np``) gives them in
-  place of the backward pass (`feedback.Rule.estimate_gradients`).
-
-  ``learner.update`` runs after the update (kp's decay of B - W at
-  ``weight_decay_rate(step)``, wm's mirror passes), as in any user's loop.
+  The gradients come from `learning.Learner.value_and_grad` and, after the
+  update, the rules learn in `learning.Learner.between_steps` (kp's decay of
+  B - W at ``weight_decay_rate(step)``, wm's mirror passes), as in any
+  user's loop.
 
   Returns the new state and metrics: ``loss``, ``top1`` (classification and
-  language models),
-  ``finite`` (loss and every gradient finite, by `_finite`) and ``finite_grads``, a tree of
-  per-leaf flags that names the layers a divergence reached. With
-  ``skip_nonfinite`` a step whose loss or gradients are not finite leaves the
-  state as it was, but for the step count.
+  language models), ``finite`` (loss and every gradient finite, by
+  `_finite`) and ``finite_grads``, a tree of per-leaf flags that names the
+  layers a divergence reached. With ``skip_nonfinite`` a step whose loss or
+  gradients are not finite leaves the state as it was, but for the step
+  count.
   """
-
-  rngs = {"feedback": state.key(0), "dropout": state.key(2)}
-  if learner is None and feedback.get_rule(getattr(model, "rule", "bp")).estimates_gradients:
-    raise ValueError(f"rule {model.rule!r} estimates gradients by perturbation: pass train_step a learner "
-                     "(train.make_learner(model, input_shape)), without which it would train as shallow")
-  estimator = None if learner is None else learner.gradient_estimator
-  if estimator is None:
-    loss_fn = lambda params: _batch_loss(model, {**state.variables(), "params": params}, batch, task, rngs)
-    (loss, (outputs, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  else:
-    losses, zeros = _perturbed_losses(model, state.variables(), batch, task, rngs)
-    loss, grads, (outputs, updated) = estimator.estimate_gradients(losses, state.params, zeros, state.key(3))
+  x = batch["image"]
+  learner = learner or make_learner(model, x.shape[1:], input_dtype=x.dtype)
+  rngs = {"feedback": state.key(FEEDBACK), "dropout": state.key(DROPOUT)}
+  loss, grads, (outputs, updated) = learner.value_and_grad(
+      functools.partial(_loss, task), state.variables(), x, targets=batch["label"], key=state.key(RULE), rngs=rngs,
+      train=True)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(
@@ -282,10 +225,9 @@ def train_step(
       batch_stats=updated.get("batch_stats", state.batch_stats),
       opt_state=opt_state,
   )
-  if learner is not None and learner.learns_between_steps:
-    rate = None if weight_decay_rate is None else weight_decay_rate(state.step)
-    learned = learner.update(new_state.variables(), state.key(1), weight_decay_rate=rate)
-    new_state = new_state.replace(feedback=learned["feedback"])
+  rate = None if weight_decay_rate is None else weight_decay_rate(state.step)
+  learned = learner.between_steps(new_state.variables(), state.key(BETWEEN_STEPS), weight_decay_rate=rate)
+  new_state = new_state.replace(feedback=learned["feedback"])
   finite_grads = jax.tree.map(_finite, grads)
   finite = jnp.isfinite(loss) & jnp.all(jnp.array(jax.tree.leaves(finite_grads)))
   if skip_nonfinite:
@@ -297,15 +239,15 @@ def train_step(
   return new_state, step_metrics
 
 
-def mirror_only_step(state: TrainState, *, learner: learning.Learner) -> TrainState:
-  """A step of the mirror-only warm-up: B learns in between-steps passes, nothing else changes."""
-  learned = learner.update(state.variables(), state.key(1))
+def between_steps_only(state: TrainState, *, learner: learning.Learner) -> TrainState:
+  """A step of between-steps learning alone (wm's mirror-only epochs): nothing but the rules' state changes."""
+  learned = learner.between_steps(state.variables(), state.key(BETWEEN_STEPS))
   return state.replace(step=state.step + 1, feedback=learned["feedback"])
 
 
 def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
   """Sums of loss, top-1 and top-5 over the real (unmasked) examples; language models add bits per token."""
-  outputs = model.apply(state.variables(), batch["image"], train=False, rngs={"feedback": state.key(0)})
+  outputs = model.apply(state.variables(), batch["image"], train=False, rngs={"feedback": state.key(FEEDBACK)})
   mask = batch["mask"]
   sums = {"loss": jnp.sum(_loss(task, outputs, batch["label"]) * mask), "count": jnp.sum(mask)}
   if task != "regression":
@@ -316,36 +258,25 @@ def eval_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
   return sums
 
 
-def alignment_step(state: TrainState, batch: dict, *, model, task: str) -> dict:
+def alignment_step(state: TrainState, batch: dict, *, model, task: str,
+                   learner: learning.Learner | None = None) -> dict:
   """Per-layer weight angles, ``|B|/|W|`` and delta angles on ``batch``.
 
   Angles are in degrees. dfa layers have no weight angle (their B maps the
   output error, not the layer's output, to the layer's input).
   """
-  variables = state.variables()
-  x, labels = batch["image"], batch["label"]
-  rngs = {"feedback": state.key(0)}
-  outputs, collected = model.apply(
-      variables,
-      x,
-      train=True,
-      rngs=rngs,
-      mutable=["alignment", "perturbations", "batch_stats", feedback.direct.TAPS],
-  )
+  x = batch["image"]
+  learner = learner or make_learner(model, x.shape[1:], input_dtype=x.dtype)
+  objective = learner.objective(functools.partial(_loss, task), state.variables(), x, targets=batch["label"],
+                                key=state.key(RULE), rngs={"feedback": state.key(FEEDBACK)}, train=True)
+  outputs, collected = objective.apply(state.params, mutable=("alignment", "perturbations"))
 
-  def loss_of(m):
-    def loss(perturbations):
-      outputs, _ = apply_for_loss(
-          m, {**variables, "perturbations": perturbations}, x, rngs=rngs, mutable=["batch_stats"]
-      )
-      return jnp.mean(_loss(task, outputs, labels))
+  def loss_of(rule):
+    return lambda perturbations: objective.mean_loss(
+        objective.apply(state.params, variables={"perturbations": perturbations}, rule=rule)[0])
 
-    return loss
-
-  maps = {}
-  if collected.get(feedback.direct.TAPS):
-    maps = feedback.direct.broadcast_maps(collected[feedback.direct.TAPS], outputs.shape, model.rule)
-  deltas = metrics.delta_angles(loss_of(model), loss_of(model.clone(rule="bp")), collected["perturbations"])
+  deltas = metrics.delta_angles(loss_of(None), loss_of(feedback.get_rule("bp")), collected["perturbations"])
+  maps = learner.owner.feedback_maps(collected[feedback.STEP], outputs.shape)
   weights = metrics.weight_angles(collected["alignment"])
   ratios = metrics.weight_ratios(collected["alignment"], maps)
   return {

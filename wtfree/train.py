@@ -36,12 +36,11 @@ Array = jax.Array
 DivergenceError = steps.DivergenceError
 TrainState = steps.TrainState
 alignment_step = steps.alignment_step
-apply_for_loss = steps.apply_for_loss
 create_train_state = steps.create_train_state
 eval_step = steps.eval_step
 frozen_params = steps.frozen_params
 make_learner = steps.make_learner
-mirror_only_step = steps.mirror_only_step
+between_steps_only = steps.between_steps_only
 train_step = steps.train_step
 
 
@@ -166,7 +165,7 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
                          passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
   mirror_steps = optim.mirror_steps(config, steps_per_epoch)
   frozen = None
-  if learner.zeroes_errors:
+  if learner.may_freeze:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
     frozen = frozen_params(model, learner, first, ds.task, config.seed)
   # The optimizer of each replica's values; the structure of its state is the same for all.
@@ -205,15 +204,18 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   donated = (1,) if keep_going else (0, 1)
   jit_train = steps.jit(step_fn, donate_argnums=donated)
   jit_keep = jax.jit(replicas.per_replica(dispatch.keep_alive, n))
-  mirror = lambda state, hp: mirror_only_step(state, learner=steps.specialise(model, learner, hp)[1])
+  mirror = lambda state, hp: between_steps_only(state, learner=steps.specialise(model, learner, hp)[1])
   jit_mirror = steps.jit(replicas.per_replica(mirror, n), donate_argnums=0)
   fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
   # Which replicas have not diverged (one flag without a replica axis for a single run).
   alive = lambda: np.array([str(r) not in diverged for r in range(n)]).reshape((n,) if n > 1 else ())
   jit_eval = steps.jit(on_prepared(
       replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
-  align = lambda state, batch, hp: alignment_step(state, batch, model=steps.specialise(model, learner, hp)[0],
-                                                  task=ds.task)
+
+  def align(state, batch, hp):
+    replica_model, replica_learner = steps.specialise(model, learner, hp)
+    return alignment_step(state, batch, model=replica_model, task=ds.task, learner=replica_learner)
+
   jit_align = steps.jit(lambda state, batch, hp: replicas.per_replica(align, n)(state, ds.prepare(batch), hp))
   # In-memory sets on one host: on the device whole, and a run of steps is one loop on the device
   # (or, where a loop would slow the steps down, one call each).

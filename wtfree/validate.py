@@ -71,7 +71,7 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
     raise ValueError(f"num_seeds {num_seeds!r} is not a positive integer: use e.g. --config.num_seeds=4")
   # Replicas split the devices into groups; each replica's batch divides over its group.
   devices //= sharding.replica_groups(replicas.count(config), devices, hosts)
-  fields = ["batch_size", "eval_batch_size"] + (["mirror_batch_size"] if rule.mirrored else [])
+  fields = ["batch_size", "eval_batch_size"] + (["mirror_batch_size"] if rule.takes("mirror_batch_size") else [])
   for field in fields:
     size = config.get(field, None)
     if size is not None and (size % devices or size % hosts):

@@ -9,6 +9,7 @@ Each rule is one file here and one import line below, which registers it.
 
 # Imported in the order the registry (and its error messages) lists the rules.
 from wtfree.feedback import fixed as _fixed
+from wtfree.feedback import shallow as _shallow
 from wtfree.feedback import sign as _sign
 from wtfree.feedback import kolen_pollack as _kolen_pollack
 from wtfree.feedback import weight_mirror as _weight_mirror
@@ -18,17 +19,29 @@ from wtfree.feedback import activation as _activation
 from wtfree.feedback import information as _information
 from wtfree.feedback import sparse as _sparse
 from wtfree.feedback import node_perturbation as _node_perturbation
+from wtfree.feedback import target_projection as _target_projection
+from wtfree.feedback import pepita as _pepita
+from wtfree.feedback import forward_gradient as _forward_gradient
+from wtfree.feedback import step
 from wtfree.feedback.conv_lowering import compiler_options
 from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
+from wtfree.feedback.layer import LEARNER_RNG, finish, rule_op
 from wtfree.feedback.primitive import conv, conv_op, dense, dense_op, linear
 from wtfree.feedback.registry import (Rule, StepContext, all_options, get_rule, names, numeric_options, options,
                                      register)
 
-del _fixed, _sign, _kolen_pollack, _weight_mirror, _symmetric, _activation, _information, _sparse, _node_perturbation
+from wtfree.feedback.step import STEP, BetweenSteps, Objective
+
+del (_fixed, _shallow, _sign, _kolen_pollack, _weight_mirror, _symmetric, _activation, _information, _sparse,
+     _node_perturbation, _target_projection, _pepita, _forward_gradient)
 
 __all__ = [
+    "BetweenSteps",
+    "LEARNER_RNG",
+    "Objective",
     "Rule",
+    "STEP",
     "StepContext",
     "all_options",
     "compiler_options",
@@ -38,6 +51,7 @@ __all__ = [
     "dense",
     "dense_op",
     "direct",
+    "finish",
     "fusable",
     "get_rule",
     "linear",
@@ -45,5 +59,7 @@ __all__ = [
     "numeric_options",
     "options",
     "register",
+    "rule_op",
+    "step",
     "unit_noise",
 ]

@@ -35,11 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from wtfree.feedback import counter_prng
+from wtfree.feedback import step
 from wtfree.feedback.registry import Rule, get_rule, register
 
 Array = jax.Array
-
-TAPS = "dfa"
 
 
 @register
@@ -71,7 +70,15 @@ class DirectFeedbackAlignment(Rule):
     return {"seed": jax.random.key_data(key)}
 
   def feedback(self, w, state, key, kernel_init):
-    raise TypeError("dfa has no feedback kernel of W's shape; its error comes from `connect`")
+    raise TypeError(f"{self.name} has no feedback kernel of W's shape; its error comes from `connect`")
+
+  def connect(self, outputs, channel, objective):
+    """The outputs joined to the layers' taps: each tapped input's error is ``B e``."""
+    del objective
+    return connect(outputs, channel, self)
+
+  def feedback_maps(self, channel, output_shape):
+    return broadcast_maps(channel, output_shape, self)
 
   def broadcast_map(self, seed: Array, n_out: int, n_in: int, dtype=jnp.float32) -> Array:
     """The fixed ``[n_out, n_in]`` map B drawn from a layer's ``seed``."""
@@ -88,7 +95,7 @@ class DirectFeedbackAlignment(Rule):
 
 
 def taps(collection: Mapping) -> dict[str, list[tuple[Array, Array]]]:
-  """The taps in a ``dfa`` collection: ``{layer: [(input, seed), ...]}``."""
+  """The taps in the step's channel (`step.STEP`): ``{layer: [(input, seed), ...]}``."""
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(collection))
   return {"/".join(path[:-1]): list(value) for path, value in flat.items() if path[-1] == "taps"}
 
@@ -106,26 +113,31 @@ def map_entries(collection: Mapping, output_shape, rule: "Rule | str" = "dfa") -
   return sum(n_out * n_in for n_out, n_in in shapes)
 
 
-def connect(outputs: Array, collection: Mapping, rule: "Rule | str" = "dfa") -> Array:
+def connect(outputs: Array, collection: Mapping, rule: "Rule | str" = "dfa", signal: Array | None = None) -> Array:
   """Returns ``outputs`` unchanged, joined to the taps for the backward pass.
 
   Args:
     outputs: the network's output ``[batch, ...]``; its cotangent is e.
-    collection: the ``dfa`` collection of the same apply (made mutable).
-    rule: the dfa rule the layers were built with (its ``init`` and
-      ``scale`` draw B).
+    collection: the step's channel of the same apply (`step.STEP`, made
+      mutable).
+    rule: the rule the layers were built with (its ``init`` and ``scale``
+      draw B).
+    signal: what B maps to the taps in place of e, of the outputs' shape
+      (drtp's target); the outputs' own cotangent still reaches the layer
+      that made them.
 
   Returns:
     ``outputs``; the gradient of anything computed from it reaches each
-    tapped input as ``B e``. With no taps this is the identity. Warns (when
-    traced) if the maps together exceed `LARGE_MAPS` entries.
+    tapped input as ``B e`` (``B signal``). With no taps this is the
+    identity. Warns (when traced) if the maps together exceed `LARGE_MAPS`
+    entries.
   """
   pairs = [pair for layer_taps in taps(collection).values() for pair in layer_taps]
   if not pairs:
     return outputs
   rule = get_rule(rule)
   if not rule.broadcasts_error:
-    raise ValueError(f"connect needs the dfa rule the layers use, got {rule.name!r}")
+    raise ValueError(f"connect needs the rule the tapped layers use (dfa, drtp), got {rule.name!r}")
   inputs = tuple(x for x, _ in pairs)
   seeds = tuple(seed for _, seed in pairs)
   shapes = tuple((x.shape, np.dtype(x.dtype)) for x in inputs)
@@ -135,21 +147,24 @@ def connect(outputs: Array, collection: Mapping, rule: "Rule | str" = "dfa") -> 
         "dfa: the broadcast maps of this model hold %.1e entries (outputs x tapped input sizes), "
         "more flops and memory than backprop; dfa suits models with few outputs", entries
     )
-  return _broadcast(rule, shapes, outputs, inputs, seeds)
+  signal = jnp.zeros((0,), outputs.dtype) if signal is None else jax.lax.stop_gradient(signal)
+  return _broadcast(rule, shapes, outputs, inputs, seeds, signal)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _broadcast(rule, shapes, outputs, inputs, seeds):
-  del rule, shapes, inputs, seeds
+def _broadcast(rule, shapes, outputs, inputs, seeds, signal):
+  del rule, shapes, inputs, seeds, signal
   return outputs
 
 
-def _broadcast_fwd(rule, shapes, outputs, inputs, seeds):
+def _broadcast_fwd(rule, shapes, outputs, inputs, seeds, signal):
   del rule, shapes, inputs
-  return outputs, seeds
+  return outputs, (seeds, signal)
 
 
-def _broadcast_bwd(rule, shapes, seeds, e):
+def _broadcast_bwd(rule, shapes, residuals, cotangent):
+  seeds, signal = residuals
+  e = cotangent if signal.size == 0 else signal.astype(cotangent.dtype)
   batch = e.shape[0]
   errors = []
   for (shape, dtype), seed in zip(shapes, seeds):
@@ -160,7 +175,7 @@ def _broadcast_bwd(rule, shapes, seeds, e):
     error = e @ b if per_position else e.reshape(batch, -1) @ b
     errors.append(error.reshape(shape).astype(dtype))
   no_seed_cotangent = tuple(np.zeros(s.shape, jax.dtypes.float0) for s in seeds)
-  return e, tuple(errors), no_seed_cotangent
+  return cotangent, tuple(errors), no_seed_cotangent, jnp.zeros_like(signal)
 
 
 _broadcast.defvjp(_broadcast_fwd, _broadcast_bwd)

@@ -1,8 +1,6 @@
-"""Rules whose B does not follow W: backprop, feedback alignment, shallow."""
+"""Rules whose B is W or fixed: backprop and feedback alignment."""
 
 import dataclasses
-
-import jax.numpy as jnp
 
 from wtfree.feedback.registry import Rule, register
 
@@ -32,19 +30,3 @@ class FeedbackAlignment(Rule):
 
   def feedback(self, w, state, key, kernel_init):
     return state["kernel"]
-
-
-@register
-@dataclasses.dataclass(frozen=True)
-class Shallow(Rule):
-  """B = 0: no error reaches the layers below, only the output layer learns.
-
-  The layers below take no update of any kind: no weight decay, no Batch
-  Manhattan step, no momentum (`wtfree.learning.frozen_mask`).
-  """
-
-  name = "shallow"
-  sends_error = False
-
-  def feedback(self, w, state, key, kernel_init):
-    return jnp.zeros_like(w)

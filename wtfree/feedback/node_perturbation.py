@@ -15,6 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from wtfree.feedback import perturbation
 from wtfree.feedback.registry import Rule, register
 
 
@@ -24,7 +25,6 @@ class NodePerturbation(Rule):
   """Weight gradients from one noisy forward pass beside the clean one (``sigma``: the noise's std)."""
 
   name = "np"
-  estimates_gradients = True
   sigma: float = 0.01
 
   def feedback(self, w, state, key, kernel_init):
@@ -39,23 +39,14 @@ class NodePerturbation(Rule):
                        "parameters would never learn: set --config.model_options.batch_norm=False")
     return warnings
 
-  def estimate_gradients(self, losses, params, perturbations, key):
-    clean, (aux, _) = losses(params, perturbations)
-    leaves, tree = jax.tree.flatten(perturbations)
-    keys = jax.random.split(key, len(leaves))
+  def value_and_grad(self, objective, params):
+    losses, zeros = perturbation.layer_losses(objective, params)
+    clean, (aux, _) = losses(params, zeros)
+    leaves, tree = jax.tree.flatten(zeros)
+    keys = jax.random.split(objective.key, len(leaves))
     noise = tree.unflatten([self.sigma * jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
     noisy, _ = losses(params, noise)
-    change = jax.lax.stop_gradient(noisy - clean)
-
-    def estimate(xi):  # dL/dy for each example, of the layer output's shape
-      return change.reshape(change.shape + (1,) * (xi.ndim - 1)) * xi / self.sigma**2
-
-    errors = jax.tree.map(estimate, noise)
-
-    def local(params):
-      # B = 0 stops the error at each layer's input: this sum's gradient is
-      # x_l^T dL/dy_l for every layer's W and nothing else.
-      _, (_, outputs) = losses(params, perturbations)
-      return sum(jnp.sum(e * y) for e, y in zip(jax.tree.leaves(errors), jax.tree.leaves(outputs))) / change.shape[0]
-
-    return jnp.mean(clean), jax.grad(local)(params), aux
+    change = jax.lax.stop_gradient(noisy - clean) / clean.shape[0]
+    # dL/dy for each example, of the layer output's shape.
+    errors = jax.tree.map(lambda xi: perturbation.per_example(change, xi) * xi / self.sigma**2, noise)
+    return jnp.mean(clean), perturbation.local_gradients(losses, params, zeros, errors), aux

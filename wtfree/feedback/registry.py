@@ -22,6 +22,9 @@ LinearOp = Callable[[Array, Array], Array]
 
 _RULES: dict[str, type["Rule"]] = {}
 
+# Config fields of the weight mirror (`Rule.takes`).
+MIRROR_FIELDS = ("mirror_batch_size", "mirror_epochs", "mirror_passes")
+
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:
@@ -38,7 +41,8 @@ class StepContext:
     weight_decay_rate: the fraction by which the run's weight decay shrinks
       a weight that gets no gradient in this step (``lr_t * weight_decay /
       (1 - momentum)`` in wtfree's loop), or None where the loop has none or
-      does not say.
+      does not say. Both come from the step's
+      `wtfree.feedback.step.BetweenSteps`.
   """
 
   op: LinearOp
@@ -59,12 +63,16 @@ class Rule:
   ways, each a hook:
 
   - between optimizer steps (`learns_between_steps`, `between_steps`): kp
-    shrinks B - W, wm mirrors B from noise; `wtfree.learning.Learner` runs
-    these passes in any loop, wtfree's own included;
+    shrinks B - W, wm mirrors B from noise;
   - by the gradient of a local loss (`learns_by_gradient`, `feedback_loss`):
     B is a parameter and the primitive hands it the gradient of that loss,
     so the run's optimizer trains it;
   - not at all (bp, fa, the sign-concordant rules, dfa, shallow).
+
+  A rule may also own its part of the train step (`wtfree.feedback.step`):
+  how the loss's gradients are formed (`value_and_grad`, `connect`) and
+  which parameters take no update (`frozen`). The defaults backprop through
+  each layer's B and update every parameter.
 
   A rule's fields are its options, their defaults the rule's defaults; a
   config sets only the ones it names.
@@ -91,19 +99,12 @@ class Rule:
   learns_between_steps: ClassVar[bool] = False
   # Whether B is a parameter trained on the gradient of `feedback_loss`.
   learns_by_gradient: ClassVar[bool] = False
-  # False where the rule sends no error below the layer (shallow): the layers
-  # under it then take no update of any kind.
-  sends_error: ClassVar[bool] = True
   # Whether `init_state` draws from the kernel initializer (random feedback),
   # so that a constant initializer would make B useless or equal to W.
   draws_from_kernel_init: ClassVar[bool] = False
   # Whether layers take their input error from the output error through
   # `direct.connect` instead of sending one back through B (dfa).
   broadcasts_error: ClassVar[bool] = False
-  # Whether the loop takes the weight gradients from `estimate_gradients`
-  # (perturbation of the layers' outputs) instead of the backward pass.
-  estimates_gradients: ClassVar[bool] = False
-
   init: Initializer | None = None
   scale: float = 1.0
 
@@ -154,19 +155,6 @@ class Rule:
     del state
     return w
 
-  def estimate_gradients(self, losses: Callable, params, perturbations, key: Array):
-    """``(mean loss, gradients, aux)`` from perturbations, for rules with `estimates_gradients`.
-
-    Args:
-      losses: ``losses(params, perturbations) -> (per-example loss, (aux,
-        layer outputs))``, the model applied with ``perturbations`` added
-        to its layers' outputs.
-      params: the parameters.
-      perturbations: zeros shaped like each layer's output in this batch.
-      key: a key for this step's noise.
-    """
-    raise NotImplementedError(f"rule {self.name!r} takes its gradients from the backward pass")
-
   def between_steps(self, ctx: StepContext, w: Array, state: Mapping[str, Array]) -> dict[str, Array]:
     """The state after one between-steps pass (rules with `learns_between_steps`)."""
     del ctx, w
@@ -176,10 +164,60 @@ class Rule:
     """The local loss whose gradient in ``b`` B learns by (rules with `learns_by_gradient`)."""
     raise NotImplementedError(f"rule {self.name!r} does not learn B by a loss")
 
+  def linear(self, op: LinearOp, inputs: Array, kernel: Array, b: Array, loss: Callable | None) -> Array:
+    """The layer's ``op(inputs, kernel)``, whose input error goes back through ``b`` (the rule's primitive)."""
+    from wtfree.feedback import primitive  # pylint: disable=g-import-not-at-top; primitive imports this module.
+
+    return primitive.linear(op, inputs, kernel, b, loss)
+
+  def signals(self, output: Array, activation: Callable[[Array], Array], state: Mapping[str, Array]) -> dict:
+    """What a layer hands its rule's step (`wtfree.feedback.step.STEP`) from its output; nothing by default."""
+    del output, activation, state
+    return {}
+
+  # The step (`wtfree.feedback.step`): the hooks of the rule that owns it.
+
+  @classmethod
+  def owns_step(cls) -> bool:
+    """Whether the rule forms the step's gradients its own way (overrides `value_and_grad` or `connect`)."""
+    return cls.value_and_grad is not Rule.value_and_grad or cls.connect is not Rule.connect
+
+  def value_and_grad(self, objective, params) -> tuple[Array, Any, tuple]:
+    """``(mean loss, gradients, (outputs, updated collections))`` of one batch's `Objective`.
+
+    The default backpropagates: each layer's input error goes back through
+    its B.
+    """
+    def loss(p):
+      outputs, updated = objective.apply(p)
+      return objective.mean_loss(outputs), (outputs, updated)
+
+    (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return value, grads, aux
+
+  def connect(self, outputs, channel: Mapping, objective) -> Any:
+    """The outputs, joined to what the layers put in the step's channel; as they are by default (dfa's taps)."""
+    del channel, objective
+    return outputs
+
+  def feedback_maps(self, channel: Mapping, output_shape) -> dict[str, Array]:
+    """B of each layer whose B does not have W's shape (dfa's maps from the output), for metrics; none by default."""
+    del channel, output_shape
+    return {}
+
+  def frozen(self, objective, params) -> Any:
+    """True at each parameter leaf that takes no update of any kind; None (the default) where all learn."""
+    del objective, params
+    return None
+
   def report(self, w: Array, state: Mapping[str, Array]) -> dict[str, Array]:
     """Scalars the rule reports per layer beside the angles, e.g. kp's shrink factor."""
     del w, state
     return {}
+
+  def takes(self, field: str) -> bool:
+    """Whether the run's config ``field`` applies to this rule (the mirror settings only to rules that mirror B)."""
+    return self.mirrored or field not in MIRROR_FIELDS
 
   def check_config(self, config) -> list[str]:
     """Raises ValueError for config settings this rule cannot honour; returns warnings.

@@ -5,8 +5,9 @@
     >>> logits = model.apply(variables, images, train=False)
 
 Every model has the fields ``num_classes``, ``rule`` and ``last_layer_bp`` and
-is called as ``model(x, *, train, mirror_pass=False)``; ``model.clone(rule='bp')``
-is its backprop twin.
+is called as ``model(x, *, train, between_steps=False)`` (``between_steps``: a
+between-steps pass's `wtfree.feedback.BetweenSteps`, handed to every layer);
+``model.clone(rule='bp')`` is its backprop twin.
 """
 
 from wtfree.models.lenet import LeNet

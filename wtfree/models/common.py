@@ -39,7 +39,7 @@ def activation(name: str) -> Callable[[Array], Array]:
   return _ACTIVATIONS[name]
 
 
-def batch_norm(*, train: bool, mirror_pass: bool, dtype: Any = None, group: int = 0) -> Callable[..., nn.Module]:
+def batch_norm(*, train: bool, between_steps: bool, dtype: Any = None, group: int = 0) -> Callable[..., nn.Module]:
   """A BatchNorm constructor: momentum 0.9, epsilon 1e-5.
 
   Mirror passes feed noise through the network, so they normalise with the
@@ -54,7 +54,7 @@ def batch_norm(*, train: bool, mirror_pass: bool, dtype: Any = None, group: int 
   return functools.partial(
       batch_norm_lib.GroupedBatchNorm if group else nn.BatchNorm,
       **({"group_size": group} if group else {}),
-      use_running_average=not train or mirror_pass,
+      use_running_average=not train or bool(between_steps),
       momentum=0.9,
       epsilon=1e-5,
       dtype=dtype,

@@ -53,10 +53,10 @@ class LeNet(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, train: bool, between_steps: bool = False) -> Array:
     """Returns logits ``[batch, num_classes]``."""
     act = common.activation(self.activation)
-    norm = common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype,
+    norm = common.batch_norm(train=train, between_steps=between_steps, dtype=self.dtype,
                              group=self.batch_norm_group)
     bias = self.use_bias and not self.batch_norm
     if x.ndim == 2:
@@ -76,7 +76,7 @@ class LeNet(nn.Module):
           rule=self.rule,
           mirror_activation=act,
           name=f"Conv_{i}",
-      )(x, mirror_pass=mirror_pass)
+      )(x, between_steps=between_steps)
       if self.batch_norm:
         x = norm(name=f"BatchNorm_conv{i}")(x)
       x = nn.max_pool(act(x), window, strides=window, padding="SAME")
@@ -84,7 +84,7 @@ class LeNet(nn.Module):
     for i, width in enumerate(self.dense):
       x = wnn.Dense(
           width, use_bias=bias, dtype=self.dtype, rule=self.rule, mirror_activation=act, name=f"Dense_{i}"
-      )(x, mirror_pass=mirror_pass)
+      )(x, between_steps=between_steps)
       if self.batch_norm:
         x = norm(name=f"BatchNorm_dense{i}")(x)
       x = act(x)
@@ -95,5 +95,5 @@ class LeNet(nn.Module):
         rule=common.output_rule(self.rule, self.last_layer_bp),
         mirror_activation=common.identity,
         name="head",
-    )(x, mirror_pass=mirror_pass)
+    )(x, between_steps=between_steps)
     return x.astype(jnp.float32)

@@ -49,11 +49,11 @@ class MLP(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, train: bool, between_steps: bool = False) -> Array:
     """Returns logits ``[batch, num_classes]`` for inputs ``[batch, ...]``."""
     act = common.activation(self.activation)
     init = {} if self.kernel_init is None else {"kernel_init": self.kernel_init}
-    norm = common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype,
+    norm = common.batch_norm(train=train, between_steps=between_steps, dtype=self.dtype,
                              group=self.batch_norm_group)
     x = jnp.reshape(x, (x.shape[0], -1))
     for i, width in enumerate(self.widths):
@@ -65,7 +65,7 @@ class MLP(nn.Module):
           mirror_activation=act,
           name=f"Dense_{i}",
           **init,
-      )(x, mirror_pass=mirror_pass)
+      )(x, between_steps=between_steps)
       if self.batch_norm:
         x = norm(name=f"BatchNorm_{i}")(x)
       x = act(x)
@@ -77,5 +77,5 @@ class MLP(nn.Module):
         mirror_activation=common.identity,
         name="head",
         **init,
-    )(x, mirror_pass=mirror_pass)
+    )(x, between_steps=between_steps)
     return x.astype(jnp.float32)

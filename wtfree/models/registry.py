@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from wtfree import feedback
-from wtfree import learning
 from wtfree.models.lenet import LeNet
 from wtfree.models.mlp import MLP
 from wtfree.models.resnet import ResNet
@@ -95,10 +94,10 @@ def rule_from_config(config) -> feedback.Rule:
 
 def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...], input_dtype) -> None:
   x = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
-  keys = {"params": jax.random.key(0), "feedback": jax.random.key(1)}
+  # A shape check, not a run: the learner's stream keeps the warning about how B learns away.
+  keys = {"params": jax.random.key(0), "feedback": jax.random.key(1), feedback.LEARNER_RNG: jax.random.key(2)}
   try:
-    with learning.initialising():  # A shape check, not a run: no warning about how B learns.
-      jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
+    jax.eval_shape(lambda x: model.init(keys, x, train=False), x)
   except (ValueError, TypeError) as e:
     raise ValueError(f"model {name!r} cannot take inputs of shape {input_shape}: {e}") from e
 

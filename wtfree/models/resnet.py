@@ -53,10 +53,10 @@ class _Block(_Unit):
     scale_init = nn.initializers.zeros_init() if self.zero_init_residual else nn.initializers.ones_init()
     return self.norm(scale_init=scale_init, name=name)(x)
 
-  def shortcut(self, x: Array, y: Array, mirror_pass: bool) -> Array:
+  def shortcut(self, x: Array, y: Array, between_steps: bool) -> Array:
     if x.shape == y.shape:
       return x
-    x = self.conv(y.shape[-1], (1, 1), strides=self.strides, name="proj_conv")(x, mirror_pass=mirror_pass)
+    x = self.conv(y.shape[-1], (1, 1), strides=self.strides, name="proj_conv")(x, between_steps=between_steps)
     return self.norm(name="proj_bn")(x)
 
 
@@ -64,13 +64,13 @@ class BasicBlock(_Block):
   """Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets)."""
 
   @nn.compact
-  def __call__(self, x: Array, *, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, between_steps: bool = False) -> Array:
     """``act(shortcut(x) + BN(conv(norm_act(conv(x)))))``."""
-    y = self.conv(self.filters, (3, 3), strides=self.strides, name="conv1")(x, mirror_pass=mirror_pass)
+    y = self.conv(self.filters, (3, 3), strides=self.strides, name="conv1")(x, between_steps=between_steps)
     y = self.norm_act(y, "bn1")
-    y = self.conv(self.filters, (3, 3), name="conv2")(y, mirror_pass=mirror_pass)
+    y = self.conv(self.filters, (3, 3), name="conv2")(y, between_steps=between_steps)
     y = self.last_norm(y, "bn2")
-    return self.act(self.shortcut(x, y, mirror_pass) + y)
+    return self.act(self.shortcut(x, y, between_steps) + y)
 
 
 class Bottleneck(_Block):
@@ -79,25 +79,25 @@ class Bottleneck(_Block):
   expansion: int = 4
 
   @nn.compact
-  def __call__(self, x: Array, *, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, between_steps: bool = False) -> Array:
     """``act(shortcut(x) + BN(conv1x1(norm_act(conv3x3(norm_act(conv1x1(x)))))))``."""
-    y = self.conv(self.filters, (1, 1), name="conv1")(x, mirror_pass=mirror_pass)
+    y = self.conv(self.filters, (1, 1), name="conv1")(x, between_steps=between_steps)
     y = self.norm_act(y, "bn1")
-    y = self.conv(self.filters, (3, 3), strides=self.strides, name="conv2")(y, mirror_pass=mirror_pass)
+    y = self.conv(self.filters, (3, 3), strides=self.strides, name="conv2")(y, between_steps=between_steps)
     y = self.norm_act(y, "bn2")
-    y = self.conv(self.filters * self.expansion, (1, 1), name="conv3")(y, mirror_pass=mirror_pass)
+    y = self.conv(self.filters * self.expansion, (1, 1), name="conv3")(y, between_steps=between_steps)
     y = self.last_norm(y, "bn3")
-    return self.act(self.shortcut(x, y, mirror_pass) + y)
+    return self.act(self.shortcut(x, y, between_steps) + y)
 
 
 class ImageNetStem(_Unit):
   """7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool: 224 px -> 56 px."""
 
   @nn.compact
-  def __call__(self, x: Array, *, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, between_steps: bool = False) -> Array:
     """Applies the stem."""
     x = self.conv(self.filters, (7, 7), strides=2, padding=[(3, 3), (3, 3)], name="conv")(
-        x, mirror_pass=mirror_pass
+        x, between_steps=between_steps
     )
     x = self.norm_act(x, "bn")
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -107,9 +107,9 @@ class CifarStem(_Unit):
   """3x3 stride-1 conv, BN, ReLU: keeps small images' resolution."""
 
   @nn.compact
-  def __call__(self, x: Array, *, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, between_steps: bool = False) -> Array:
     """Applies the stem."""
-    x = self.conv(self.filters, (3, 3), name="conv")(x, mirror_pass=mirror_pass)
+    x = self.conv(self.filters, (3, 3), name="conv")(x, between_steps=between_steps)
     return self.norm_act(x, "bn")
 
 
@@ -167,7 +167,7 @@ class ResNet(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, train: bool, between_steps: bool = False) -> Array:
     """Returns logits ``[batch, num_classes]`` for images ``[batch, h, w, c]``."""
     if x.ndim != 4:
       raise ValueError(f"ResNet takes images [batch, height, width, channels], got shape {x.shape}")
@@ -178,12 +178,12 @@ class ResNet(nn.Module):
         conv=functools.partial(
             wnn.Conv, use_bias=False, dtype=self.dtype, rule=self.rule, mirror_activation=nn.relu
         ),
-        norm=common.batch_norm(train=train, mirror_pass=mirror_pass, dtype=self.dtype,
+        norm=common.batch_norm(train=train, between_steps=between_steps, dtype=self.dtype,
                                group=self.batch_norm_group),
         act=nn.relu,
         bn_before_relu=self.bn_before_relu,
     )
-    x = stem_cls(filters, name="stem", **shared)(x, mirror_pass=mirror_pass)
+    x = stem_cls(filters, name="stem", **shared)(x, between_steps=between_steps)
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         x = block_cls(
@@ -192,7 +192,7 @@ class ResNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             name=f"stage{i + 1}_block{j}",
             **shared,
-        )(x, mirror_pass=mirror_pass)
+        )(x, between_steps=between_steps)
     x = jnp.mean(x, axis=(1, 2))
     x = wnn.Dense(
         self.num_classes,
@@ -200,5 +200,5 @@ class ResNet(nn.Module):
         rule=common.output_rule(self.rule, self.last_layer_bp),
         mirror_activation=common.identity,
         name="head",
-    )(x, mirror_pass=mirror_pass)
+    )(x, between_steps=between_steps)
     return x.astype(jnp.float32)

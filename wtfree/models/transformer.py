@@ -43,21 +43,21 @@ class SelfAttention(nn.Module):
   dense: Callable[..., nn.Module]
 
   @nn.compact
-  def __call__(self, x: Array, *, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, between_steps: bool = False) -> Array:
     """``[batch, length, width] -> [batch, length, width]``."""
     batch, length, width = x.shape
     if width % self.num_heads:
       raise ValueError(f"width {width} does not divide into {self.num_heads} heads; pick a multiple of it")
     head = width // self.num_heads
     split = lambda y: y.reshape(batch, length, self.num_heads, head)
-    q, k, v = (split(self.dense(width, name=n)(x, mirror_pass=mirror_pass)) for n in ("query", "key", "value"))
+    q, k, v = (split(self.dense(width, name=n)(x, between_steps=between_steps)) for n in ("query", "key", "value"))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(head)
     if self.causal:
       allowed = jnp.tril(jnp.ones((length, length), bool))
       logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     y = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, width)
-    return self.dense(width, name="out")(y, mirror_pass=mirror_pass)
+    return self.dense(width, name="out")(y, between_steps=between_steps)
 
 
 class EncoderBlock(nn.Module):
@@ -71,13 +71,13 @@ class EncoderBlock(nn.Module):
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x: Array, *, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, between_steps: bool = False) -> Array:
     act = common.activation(self.activation)
     y = nn.LayerNorm(dtype=self.dtype, name="ln_attention")(x)
-    x = x + SelfAttention(self.num_heads, self.causal, self.dense, name="attention")(y, mirror_pass=mirror_pass)
+    x = x + SelfAttention(self.num_heads, self.causal, self.dense, name="attention")(y, between_steps=between_steps)
     y = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
-    y = act(self.dense(self.mlp_dim, mirror_activation=act, name="mlp_in")(y, mirror_pass=mirror_pass))
-    return x + self.dense(x.shape[-1], name="mlp_out")(y, mirror_pass=mirror_pass)
+    y = act(self.dense(self.mlp_dim, mirror_activation=act, name="mlp_in")(y, between_steps=between_steps))
+    return x + self.dense(x.shape[-1], name="mlp_out")(y, between_steps=between_steps)
 
 
 def _dense(rule, dtype) -> Callable[..., nn.Module]:
@@ -109,16 +109,16 @@ class _Transformer(nn.Module):
   last_layer_bp: bool = False
   dtype: Any = None
 
-  def blocks(self, x: Array, causal: bool, mirror_pass: bool) -> Array:
+  def blocks(self, x: Array, causal: bool, between_steps: bool) -> Array:
     dense = _dense(self.rule, self.dtype)
     for i in range(self.num_layers):
       x = EncoderBlock(self.num_heads, self.mlp_dim, causal, self.activation, dense, self.dtype,
-                       name=f"block{i}")(x, mirror_pass=mirror_pass)
+                       name=f"block{i}")(x, between_steps=between_steps)
     return nn.LayerNorm(dtype=self.dtype, name="ln_final")(x)
 
-  def head(self, x: Array, mirror_pass: bool) -> Array:
+  def head(self, x: Array, between_steps: bool) -> Array:
     rule = common.output_rule(self.rule, self.last_layer_bp)
-    return _dense(rule, self.dtype)(self.num_classes, name="head")(x, mirror_pass=mirror_pass).astype(jnp.float32)
+    return _dense(rule, self.dtype)(self.num_classes, name="head")(x, between_steps=between_steps).astype(jnp.float32)
 
 
 class ViT(_Transformer):
@@ -138,7 +138,7 @@ class ViT(_Transformer):
   patch: int = 4
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool, mirror_pass: bool = False) -> Array:
+  def __call__(self, x: Array, *, train: bool, between_steps: bool = False) -> Array:
     """Returns logits ``[batch, num_classes]`` for images ``[batch, h, w, c]``."""
     del train  # No dropout or BatchNorm.
     if x.ndim != 4:
@@ -149,11 +149,11 @@ class ViT(_Transformer):
     if h % p or w % p:
       raise ValueError(f"ViT patch {p} does not divide images of {h}x{w}; pick a divisor of both")
     x = x.reshape(batch, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(batch, -1, p * p * c)
-    x = _dense(self.rule, self.dtype)(self.width, name="patch_embed")(x, mirror_pass=mirror_pass)
+    x = _dense(self.rule, self.dtype)(self.width, name="patch_embed")(x, between_steps=between_steps)
     position = self.param("position_embedding", _EMBED_INIT, (1, x.shape[1], self.width))
     x = x + position.astype(x.dtype)
-    x = self.blocks(x, causal=False, mirror_pass=mirror_pass)
-    return self.head(jnp.mean(x, axis=1), mirror_pass)
+    x = self.blocks(x, causal=False, between_steps=between_steps)
+    return self.head(jnp.mean(x, axis=1), between_steps)
 
 
 class CausalLM(_Transformer):
@@ -172,7 +172,7 @@ class CausalLM(_Transformer):
   mlp_dim: int = 256
 
   @nn.compact
-  def __call__(self, tokens: Array, *, train: bool, mirror_pass: bool = False) -> Array:
+  def __call__(self, tokens: Array, *, train: bool, between_steps: bool = False) -> Array:
     """Returns next-token logits ``[batch, length, num_classes]`` for token ids ``[batch, length]``."""
     del train
     if tokens.ndim != 2:
@@ -184,5 +184,5 @@ class CausalLM(_Transformer):
                  name="token_embedding")(tokens.astype(jnp.int32))
     position = self.param("position_embedding", _EMBED_INIT, (1, self.max_length, self.width))
     x = x + position[:, :length].astype(x.dtype)
-    x = self.blocks(x, causal=True, mirror_pass=mirror_pass)
-    return self.head(x, mirror_pass)
+    x = self.blocks(x, causal=True, between_steps=between_steps)
+    return self.head(x, between_steps)
