@@ -76,8 +76,8 @@ def test_a_conv_layer_input_receives_b_e_in_its_own_shape():
   variables = layer.init(jax.random.key(2), x)
 
   def f(x, kernel):
-    y, taps = layer.apply({**variables, "params": {**variables["params"], "kernel": kernel}}, x, mutable=["dfa"])
-    out = feedback.connect(jnp.mean(y, axis=(1, 2)), taps["dfa"])
+    y, taps = layer.apply({**variables, "params": {**variables["params"], "kernel": kernel}}, x, mutable=[feedback.STEP])
+    out = feedback.connect(jnp.mean(y, axis=(1, 2)), taps[feedback.STEP])
     return jnp.sum(out * g)
 
   dx, dw = jax.grad(f, argnums=(0, 1))(x, variables["params"]["kernel"])

@@ -81,12 +81,21 @@ def test_forward_gradient_one_draw_is_the_directional_derivative_times_the_direc
   p = variables["params"]
   h1, g1, g_out = _exact_errors(p, x, labels)
   zeros = {"Dense_0": {"output": jnp.zeros((8, 16))}, "head": {"output": jnp.zeros((8, 10))}}
-  u = feedback.get_rule("fg").directions(key, zeros)
+  u = feedback.get_rule("fg").draw(key, zeros)
   u1, u2 = u["Dense_0"]["output"], u["head"]["output"]
   d = jnp.sum(g1 * u1, -1, keepdims=True) + jnp.sum(g_out * u2, -1, keepdims=True)
   np.testing.assert_allclose(grads["Dense_0"]["kernel"], x.T @ (d * u1) / 8, **TOL)
   np.testing.assert_allclose(grads["head"]["kernel"], h1.T @ (d * u2) / 8, **TOL)
   np.testing.assert_allclose(grads["head"]["bias"], (d * u2).sum(0) / 8, **TOL)
+
+
+def test_forward_gradient_averages_the_estimates_of_its_directions():
+  _, learner, variables, x, labels = _setup(feedback.get_rule("fg", directions=3))
+  _, single, _, _, _ = _setup("fg")
+  key = jax.random.key(9)
+  averaged = _grads(learner, variables, x, labels, key)
+  each = [_grads(single, variables, x, labels, k) for k in jax.random.split(key, 3)]
+  jax.tree.map(lambda a, *e: np.testing.assert_allclose(a, np.mean(e, axis=0), **TOL), averaged, *each)
 
 
 def test_forward_gradient_is_unbiased():

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from wtfree import optim
 from wtfree.feedback import losses
 from wtfree.feedback.registry import register
 
@@ -30,8 +31,6 @@ class SymmetricAlignment(losses.AlignmentLoss):
   def check_config(self, config):
     warnings = super().check_config(config)
     if config.get("optimizer", "sgd") == "sgd" and not config.get("batch_manhattan", False):
-      from wtfree import optim  # pylint: disable=g-import-not-at-top; optim imports this package.
-
       rate = optim.base_learning_rate(config) * 2 * self.alpha / (1.0 - config.get("momentum", 0.0))
       if rate > RATE_LIMIT:
         warnings.append(
