@@ -2,7 +2,7 @@
 
     >>> from wtfree import feedback
     >>> rule = feedback.get_rule('sc', p=0.8)
-    >>> y = feedback.dense(x, w, b)            # dx flows back through b
+    >>> y = feedback.linear(feedback.dense_op, x, w, b)   # x @ w; dx flows back through b
 
 Each rule is one file here and one import line below, which registers it.
 """
@@ -27,7 +27,7 @@ from wtfree.feedback.conv_lowering import compiler_options
 from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
 from wtfree.feedback.layer import LEARNER_RNG, finish, rule_op
-from wtfree.feedback.primitive import conv, conv_op, dense, dense_op, linear
+from wtfree.feedback.primitive import conv_op, dense_op, linear
 from wtfree.feedback.registry import (Rule, StepContext, all_options, get_rule, names, numeric_options, options,
                                      register)
 
@@ -46,9 +46,7 @@ __all__ = [
     "all_options",
     "compiler_options",
     "connect",
-    "conv",
     "conv_op",
-    "dense",
     "dense_op",
     "direct",
     "finish",

@@ -84,24 +84,6 @@ def dense_op(x: Array, w: Array, *, precision=None) -> Array:
   return dense_lowering.matmul(x, w, precision)
 
 
-def dense(
-    x: Array, w: Array, b: Array, *, precision=None
-) -> Array:
-  """A dense layer ``x @ w`` whose input error flows back through ``b``.
-
-  Args:
-    x: inputs ``[..., in]``.
-    w: kernel ``[in, out]``.
-    b: feedback kernel ``[in, out]``.
-    precision: passed to ``lax.dot_general``.
-
-  Returns:
-    ``[..., out]``.
-  """
-  op = functools.partial(dense_op, precision=precision)
-  return linear(op, x, w, b)
-
-
 def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
   if isinstance(value, int):
     return (value,) * n
@@ -158,43 +140,3 @@ def conv_op(
       feature_group_count=feature_group_count,
       precision=precision,
   )
-
-
-def conv(
-    x: Array,
-    w: Array,
-    b: Array,
-    *,
-    strides: int | Sequence[int] = 1,
-    padding: str | Sequence[tuple[int, int]] = "SAME",
-    input_dilation: int | Sequence[int] = 1,
-    rhs_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
-    precision=None,
-) -> Array:
-  """A convolution (NHWC inputs, HWIO kernel) whose input error flows back through ``b``.
-
-  Keywords default as in ``flax.linen.Conv``; 1-d and 3-d convolutions take
-  kernels ``WIO`` and ``HWDIO``.
-
-  Args:
-    x: inputs ``[N, *spatial, C_in]``.
-    w: kernel ``[*window, C_in / groups, C_out]``.
-    b: feedback kernel of ``w``'s shape.
-    strides, padding, input_dilation, rhs_dilation, feature_group_count:
-      as in ``lax.conv_general_dilated``.
-    precision: passed to the convolution.
-
-  Returns:
-    ``[N, *spatial_out, C_out]``.
-  """
-  op = functools.partial(
-      conv_op,
-      strides=strides,
-      padding=padding,
-      input_dilation=input_dilation,
-      rhs_dilation=rhs_dilation,
-      feature_group_count=feature_group_count,
-      precision=precision,
-  )
-  return linear(op, x, w, b)

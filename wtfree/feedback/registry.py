@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from wtfree.feedback import primitive
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 LinearOp = Callable[[Array, Array], Array]
@@ -166,8 +168,6 @@ class Rule:
 
   def linear(self, op: LinearOp, inputs: Array, kernel: Array, b: Array, loss: Callable | None) -> Array:
     """The layer's ``op(inputs, kernel)``, whose input error goes back through ``b`` (the rule's primitive)."""
-    from wtfree.feedback import primitive  # pylint: disable=g-import-not-at-top; primitive imports this module.
-
     return primitive.linear(op, inputs, kernel, b, loss)
 
   def signals(self, output: Array, activation: Callable[[Array], Array], state: Mapping[str, Array]) -> dict:
