@@ -10,12 +10,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from wtfree import backend
 from wtfree import feedback
 from wtfree import nn as wnn
 from wtfree import optim
 from wtfree import sharding
 from wtfree import train
-from wtfree.feedback import conv_lowering
+from wtfree.backend import conv_lowering
 
 # (image, channels in, out, window, strides, padding, feature groups,
 #  the CPU plan's (output, input grad, kernel grad) lowerings as x/m).
@@ -117,8 +118,8 @@ def _one_step(rule: str):
 def test_compiler_options_are_known_to_this_xla_on_the_cpu_and_none_elsewhere():
   # Empty on the CPU would mean XLA refused them: the CPU plan would then
   # run beside YNNPACK's convolutions, which it was not chosen for.
-  assert feedback.compiler_options("cpu") == conv_lowering._CPU_OPTIONS
-  assert feedback.compiler_options("gpu") == {} and feedback.compiler_options("tpu") == {}
+  assert backend.compiler_options("cpu") == conv_lowering._CPU_OPTIONS
+  assert backend.compiler_options("gpu") == {} and backend.compiler_options("tpu") == {}
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (20, 256, 256)])
@@ -128,7 +129,7 @@ def test_the_options_compute_dots_with_a_constant_operand_right(shape):
   g = jnp.ones((*shape[:-2], 32, 256))
   product = lambda value: lambda g: g @ lax.optimization_barrier(jnp.full(shape, value))
   for value in (0.0, 2.0):
-    out = jax.jit(product(value), compiler_options=feedback.compiler_options())(g)
+    out = jax.jit(product(value), compiler_options=backend.compiler_options())(g)
     np.testing.assert_array_equal(out, np.full(out.shape, 256 * value, np.float32))
 
 

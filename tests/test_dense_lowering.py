@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtfree import feedback
-from wtfree.feedback import dense_lowering
+from wtfree import backend
+from wtfree.backend import dense_lowering
 
 
 def _loss(matmul):
@@ -49,7 +49,7 @@ def test_a_gradient_through_the_input_gradient_is_jaxs():
 
 
 def _kernel_contractions(fn, *args) -> list[str]:
-  text = jax.jit(fn, compiler_options=feedback.compiler_options()).lower(*args).compile().as_text()
+  text = jax.jit(fn, compiler_options=backend.compiler_options()).lower(*args).compile().as_text()
   return re.findall(r"rhs_batch_dims=\{0\}, rhs_contracting_dims=\{(\d+)\}", text)
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wtfree import backend
 from wtfree import feedback
 from wtfree import learning
 from wtfree import metrics
@@ -87,7 +88,7 @@ def test_mirror_estimate_averages_to_w_behind_a_relu():
 
 def test_mirror_noise_has_unit_moments_and_unknown_kinds_are_refused():
   for kind, kurtosis in (("gaussian", 0.0), ("uniform", -1.2)):
-    x = np.asarray(feedback.unit_noise(jax.random.key(0), (400, 500), kind=kind))
+    x = np.asarray(backend.unit_noise(jax.random.key(0), (400, 500), kind=kind))
     assert abs(x.mean()) < 0.01 and abs(x.var() - 1.0) < 0.01, kind
     assert abs(((x - x.mean()) ** 4).mean() / x.var() ** 2 - 3.0 - kurtosis) < 0.05, kind
   with pytest.raises(ValueError, match="is not one of"):

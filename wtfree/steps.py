@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wtfree import backend
 from wtfree import feedback
 from wtfree import learning
 from wtfree import metrics
@@ -85,7 +86,7 @@ _RUNS_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def jit(fn, *, runs_once: bool = False, **kwargs):
-  """`jax.jit` of ``fn`` with `feedback.compiler_options`: convolutions compiled as the CPU plan assumes.
+  """`jax.jit` of ``fn`` with `backend.compiler_options`: convolutions compiled as the CPU plan assumes.
 
   Args:
     fn: the function to compile.
@@ -93,7 +94,7 @@ def jit(fn, *, runs_once: bool = False, **kwargs):
       program run once, whose compile would take longer than its run.
     **kwargs: passed to `jax.jit`.
   """
-  options = feedback.compiler_options()
+  options = backend.compiler_options()
   if runs_once and jax.default_backend() == "cpu":
     options = {**options, **_RUNS_ONCE_CPU_OPTIONS}
   return jax.jit(fn, compiler_options=options, **kwargs)

@@ -23,8 +23,6 @@ from wtfree.feedback import target_projection as _target_projection
 from wtfree.feedback import pepita as _pepita
 from wtfree.feedback import forward_gradient as _forward_gradient
 from wtfree.feedback import step
-from wtfree.feedback.conv_lowering import compiler_options
-from wtfree.feedback.counter_prng import fusable, unit_noise
 from wtfree.feedback.direct import connect
 from wtfree.feedback.layer import LEARNER_RNG, finish, rule_op
 from wtfree.feedback.primitive import conv_op, dense_op, linear
@@ -44,13 +42,11 @@ __all__ = [
     "STEP",
     "StepContext",
     "all_options",
-    "compiler_options",
     "connect",
     "conv_op",
     "dense_op",
     "direct",
     "finish",
-    "fusable",
     "get_rule",
     "linear",
     "names",
@@ -59,5 +55,4 @@ __all__ = [
     "register",
     "rule_op",
     "step",
-    "unit_noise",
 ]

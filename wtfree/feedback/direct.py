@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wtfree.feedback import counter_prng
+from wtfree.backend import counter_prng
 from wtfree.feedback import step
 from wtfree.feedback.registry import Rule, get_rule, register
 

@@ -25,7 +25,7 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 
 from wtfree import metrics
-from wtfree.feedback import counter_prng
+from wtfree.backend import counter_prng
 from wtfree.feedback import registry
 from wtfree.feedback import step
 

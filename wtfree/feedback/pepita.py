@@ -26,7 +26,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from wtfree.feedback import counter_prng
+from wtfree.backend import counter_prng
 from wtfree.feedback import step
 from wtfree.feedback.registry import Rule, register
 

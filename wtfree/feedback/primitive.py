@@ -18,8 +18,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from wtfree.feedback import conv_lowering
-from wtfree.feedback import dense_lowering
+from wtfree.backend import conv_lowering
+from wtfree.backend import dense_lowering
 
 Array = jax.Array
 LinearOp = Callable[[Array, Array], Array]

@@ -6,7 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from wtfree.feedback import counter_prng
+from wtfree.backend import counter_prng
 from wtfree.feedback.registry import Rule, register, rms
 
 

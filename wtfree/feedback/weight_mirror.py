@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wtfree.feedback import counter_prng
+from wtfree.backend import counter_prng
 from wtfree.feedback.registry import Rule, register
 
 Array = jax.Array
