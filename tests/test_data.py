@@ -324,3 +324,12 @@ def test_missing_or_unreadable_npz(tmp_path):
     data.get_dataset(_config("arrays", data_path=str(tmp_path / "one.npy")))
   with pytest.raises(ValueError, match="needs data_path"):
     data.get_dataset(_config("arrays"))
+
+
+def test_unshuffled_epochs_visit_the_stored_order_whatever_the_seed():
+  a, b = (data.get_dataset(_config(batch_size=479, seed=seed, shuffle=False)) for seed in (0, 7))
+  x_train, _ = a.arrays["train"]
+  batches = _take(a.train_batches(), 4)  # 1437 = 3 * 479: the fourth step starts the second epoch.
+  for step, batch in enumerate(batches):
+    np.testing.assert_array_equal(batch["image"], x_train[479 * (step % 3): 479 * (step % 3 + 1)])
+  np.testing.assert_array_equal(a.train_indices(0, 6), b.train_indices(0, 6))
