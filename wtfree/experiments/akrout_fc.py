@@ -70,6 +70,16 @@ PAPER_LOG = {
     "kp": {1: 88.9, 2: 90.65, 3: 91.75, 4: 92.57, 5: 93.46, 10: 95.41, 20: 97.0, 50: 97.95, 100: 98.28,
            200: 98.42, 400: 98.45},
 }
+# Their logged angle (degrees) between W^T and B after some epochs (same logs): (first layer, output layer).
+# The first layer's B sends no error anywhere; its angle shows only how B learns.
+PAPER_WEIGHT_ANGLES = {
+    "fa": {1: (89.8, 40.0), 10: (89.8, 29.3), 20: (89.8, 31.2), 50: (89.8, 38.3), 100: (89.8, 41.4),
+           200: (89.8, 41.8), 400: (89.8, 40.0)},
+    "wm": {1: (83.2, 61.3), 10: (72.2, 27.5), 20: (63.3, 18.7), 50: (49.8, 13.1), 100: (33.9, 9.3),
+           200: (20.9, 6.0), 400: (12.8, 3.8)},
+    "kp": {1: (71.0, 19.7), 10: (45.9, 11.2), 20: (38.0, 8.7), 50: (29.8, 6.2), 100: (25.0, 4.9),
+           200: (21.9, 4.1), 400: (20.0, 3.6)},
+}
 RULE_OPTIONS = {
     # 0.1 * (U[0, 1) - 0.5): uniform in +-0.05, whose standard deviation is 0.05 / sqrt(3).
     "wm": {"noise": "uniform", "noise_scale": 0.05 / math.sqrt(3.0), "mirror_lr": 0.01},
@@ -104,6 +114,7 @@ def _setup(quick: bool, epochs: int | None) -> dict:
       "weight_mirror": {"mirror_batch": 128, "mirror_only_epochs": 1, "passes_per_step": 1},
       "paper_accuracy": PAPER_ACCURACY,
       "paper_log": PAPER_LOG,
+      "paper_weight_angles": PAPER_WEIGHT_ANGLES,
   }
 
 
@@ -158,6 +169,14 @@ def _markdown(setup: dict, summary: dict, reference: dict, at: str) -> str:
                  f"{summary['judgement'][rule]['verdict']} |")
   lines.append("")
   lines.append(f"Test accuracy %, {setup['epochs']} epochs of {setup['data']}.")
+  angles = summary["weight_angles"]
+  if angles:
+    lines += ["", "| rule | layer | theirs (deg) | ours mean +- sd (deg) |", "|---|---|---|---|"]
+    for rule, layers in angles.items():
+      for layer, a in layers.items():
+        theirs = "-" if a["theirs"] is None else f"{a['theirs']:.1f}"
+        lines.append(f"| {rule} | {layer} | {theirs} | {a['mean']:.1f} +- {a['sd']:.1f} |")
+    lines += ["", f"Angle between W^T and B after epoch {setup['epochs']}; theirs from their logs where they logged it."]
   return "\n".join(lines) + "\n"
 
 
@@ -187,7 +206,13 @@ def run(out: str, quick: bool = False, epochs: int | None = None) -> dict:
     welch[f"{rule}_vs_bp"] = {"difference": accuracy[rule]["mean"] - accuracy["bp"]["mean"],
                               "theirs": reference[rule] - reference["bp"],
                               "t": float(test.statistic), "p": float(test.pvalue)}
-  at = "final, epoch 400" if final else f"their log at epoch {setup['epochs']}"
+  at = "final, epoch 400" if final else f"their log at epoch {setup['epochs']}" + (", their data" if quick else "")
+  weight_angles = {}
+  for rule in ("fa", "wm", "kp"):
+    logged = None if quick else PAPER_WEIGHT_ANGLES[rule].get(setup["epochs"])
+    weight_angles[rule] = {
+        layer: {**stats(results[rule][f"weight_angle_{layer}"]), "theirs": None if logged is None else logged[i]}
+        for i, layer in enumerate((HIDDEN, HEAD))}
   summary = {
       "protocol": ("the reference code's, 400 epochs" if final else
                    f"NOT the paper's protocol: {setup['epochs']} epochs"
@@ -197,6 +222,7 @@ def run(out: str, quick: bool = False, epochs: int | None = None) -> dict:
       "reference": reference,
       "judgement": judgement,
       "welch_vs_bp": welch,
+      "weight_angles": weight_angles,
       "seconds": time.time() - began,
   }
 
