@@ -12,6 +12,7 @@ import pytest
 
 from wtfree import data
 from wtfree.data import embedded
+from wtfree.data import source as source_lib
 from wtfree.data import synthetic
 from wtfree.data import text
 
@@ -324,3 +325,22 @@ def test_missing_or_unreadable_npz(tmp_path):
     data.get_dataset(_config("arrays", data_path=str(tmp_path / "one.npy")))
   with pytest.raises(ValueError, match="needs data_path"):
     data.get_dataset(_config("arrays"))
+
+
+def test_unshuffled_epochs_visit_the_stored_order_whatever_the_seed():
+  a, b = (data.get_dataset(_config(batch_size=479, seed=seed, shuffle=False)) for seed in (0, 7))
+  x_train, _ = a.arrays["train"]
+  batches = _take(a.train_batches(), 4)  # 1437 = 3 * 479: the fourth step starts the second epoch.
+  for step, batch in enumerate(batches):
+    np.testing.assert_array_equal(batch["image"], x_train[479 * (step % 3): 479 * (step % 3 + 1)])
+  np.testing.assert_array_equal(a.train_indices(0, 6), b.train_indices(0, 6))
+
+
+def test_a_joined_source_reads_the_second_split_after_the_first():
+  first = data.ArraySource(np.arange(5, dtype=np.float32)[:, None], np.arange(5, dtype=np.int32))
+  second = data.ArraySource(np.arange(10, 13, dtype=np.float32)[:, None], np.arange(10, 13, dtype=np.int32))
+  joined = source_lib.JoinedSource(first, second)
+  assert len(joined) == 8
+  batch = joined.read(np.array([6, 0, 4, 5, 7]), None)
+  np.testing.assert_array_equal(batch["label"], [11, 0, 4, 10, 12])
+  np.testing.assert_array_equal(batch["image"][:, 0], [11.0, 0.0, 4.0, 10.0, 12.0])

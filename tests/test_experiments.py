@@ -3,9 +3,11 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from wtfree.experiments import akrout_angles
+from wtfree.experiments import akrout_fc
 from wtfree.experiments import liao_sign
 from wtfree.experiments import lillicrap_depth
 from wtfree.experiments import lillicrap_linear
@@ -125,3 +127,23 @@ def test_transformers_bp_learns_both_models_and_angles_are_per_layer_type(tmp_pa
   assert results["vit"]["bp"]["mean"] > 0.3  # chance is 0.1
   assert results["lm"]["bp"]["mean"] < setup["unigram_bits"]
   assert results["vit"]["dfa"]["weight_angle"] == {}  # dfa's B does not have W's shape
+
+
+@pytest.mark.slow
+def test_akrout_fc_every_rule_learns_and_kp_aligns_its_output_layer(tmp_path):
+  akrout_fc.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "akrout_fc")
+  assert (tmp_path / "akrout_fc.md").read_text().startswith("| rule | theirs")
+  setup, s = record["setup"], record["summary"]
+  assert set(s["test_accuracy"]) == {"bp", "fa", "wm", "kp"}
+  assert all(a["n"] == setup["seeds"] for a in s["test_accuracy"].values())
+  assert "NOT the paper's protocol" in s["protocol"]
+  assert all(j["verdict"] == "n/a" for j in s["judgement"].values())
+  accuracy = {r: a["mean"] for r, a in s["test_accuracy"].items()}
+  # 3 epochs of mnist5k: every rule far above chance (10 %), bp and kp within a few points of each other.
+  assert min(accuracy.values()) > 60, accuracy
+  assert abs(accuracy["kp"] - accuracy["bp"]) < 5, accuracy
+  # B learns W's direction in the output layer under kp and wm; fa's stays fixed.
+  results = record["results"]
+  angle = {r: np.mean(results[r]["weight_angle_head"]) for r in ("fa", "wm", "kp")}
+  assert angle["kp"] < angle["fa"] and angle["wm"] < 85, angle

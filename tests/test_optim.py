@@ -203,3 +203,18 @@ def test_unknown_names_list_the_known_ones():
     optim.schedule(_config(schedule="linear"), steps_per_epoch=1)
   with pytest.raises(ValueError, match="raise num_epochs"):
     optim.schedule(_config(schedule="cosine", warmup_epochs=5, num_epochs=5), steps_per_epoch=1)
+
+
+def test_bias_learning_rate_scale_changes_bias_updates_by_exactly_that_factor():
+  params, grads = _sa_mlp()
+  plain = optim.make(_config(), steps_per_epoch=10)
+  scaled = optim.make(_config(bias_learning_rate_scale=1.0 / 128), steps_per_epoch=10)
+  u_plain = _leaves(plain.update(grads, plain.init(params), params)[0])
+  u_scaled = _leaves(scaled.update(grads, scaled.init(params), params)[0])
+  biases = [k for k in u_plain if k.endswith("['bias']")]
+  assert biases and any("kernel" in k for k in u_plain)
+  for k, v in u_plain.items():
+    expected = v / 128 if k in biases else v
+    np.testing.assert_array_equal(u_scaled[k], expected, err_msg=k)
+  with pytest.raises(ValueError, match="bias_learning_rate_scale -1.0 is negative"):
+    optim.make(_config(bias_learning_rate_scale=-1.0), steps_per_epoch=10)

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,7 +14,9 @@ from wtfree import feedback
 from wtfree import models
 from wtfree import optim
 from wtfree import sharding
+from wtfree import steps
 from wtfree import train
+from wtfree import validate
 
 
 def _config(**overrides):
@@ -98,3 +101,29 @@ def test_diverging_run_stops_with_step_and_rule(tmp_path):
   config = _config(rule="fa", num_steps=40, learning_rate=1e30, checkpoint_every_steps=1)
   with pytest.raises(train.DivergenceError, match=r"at step \d+ with rule 'fa'"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_sigmoid_binary_cross_entropy_is_the_sum_over_classes_of_each_units_bce():
+  logits = jnp.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]])
+  labels = jnp.array([0, 2])
+  task = steps.task_with_loss("classification", "sigmoid_binary_cross_entropy")
+  p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+  y = np.eye(3)[np.asarray(labels)]
+  by_hand = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(-1)
+  np.testing.assert_allclose(steps._loss(task, logits, labels), by_hand, rtol=1e-6)  # pylint: disable=protected-access
+  # The batch mean's gradient at the logits is Akrout et al.'s delta, (sigmoid(z) - onehot), over the batch.
+  grad = jax.grad(lambda z: jnp.mean(steps._loss(task, z, labels)))(logits)  # pylint: disable=protected-access
+  np.testing.assert_allclose(grad, (p - y) / 2, rtol=1e-5)
+  # Accuracy still counts the largest logit.
+  np.testing.assert_array_equal(steps._correct(task, logits, labels, 1), [1.0, 1.0])  # pylint: disable=protected-access
+
+
+def test_loss_names_are_checked():
+  assert steps.task_with_loss("classification", None) == "classification"
+  assert steps.task_with_loss("regression", "softmax_cross_entropy") == "regression"
+  with pytest.raises(ValueError, match="loss 'hinge' is not one of softmax_cross_entropy, sigmoid_binary"):
+    steps.task_with_loss("classification", "hinge")
+  with pytest.raises(ValueError, match="is for classification, not a regression task"):
+    steps.task_with_loss("regression", "sigmoid_binary_cross_entropy")
+  with pytest.raises(ValueError, match="loss 'hinge' is not one of"):
+    validate.check_config(_config(loss="hinge"))

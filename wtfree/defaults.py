@@ -28,10 +28,21 @@ def get_config() -> ml_collections.ConfigDict:
   # The fraction of the training set held out as the validation split, for a
   # set without one of its own (a sweep holds out 0.1 when this is 0).
   config.holdout = 0.0
+  # Train on the training and validation splits together (a set with its own
+  # validation split; there is then none to log).
+  config.train_on_validation = False
+  # False: every epoch visits the training examples in their stored order.
+  config.shuffle = True
+  # Inputs of sets of raw pixels (mnist_full): 'standardize' by the training
+  # split's mean and std, or 'unit' (pixels / 255, in [0, 1]).
+  config.input_scaling = "standardize"
   # Model and rule.
   config.model = "mlp"
   config.model_options = ml_collections.ConfigDict({"widths": (256, 256), "activation": "relu", "batch_norm": False})
   config.rule = "fa"
+  # The classification loss (wtfree.steps.LOSSES): 'softmax_cross_entropy' or
+  # 'sigmoid_binary_cross_entropy' (a logistic unit per class, one-hot targets).
+  config.loss = "softmax_cross_entropy"
   # The options of the rules, all unset: a rule takes its own defaults for
   # those a config or the command line leaves unset
   # (--config.rule=sc --config.rule_options.p=0.8).
@@ -46,6 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = "sgd"
   config.learning_rate = 0.05
   config.scale_lr_by_batch = False
+  # The biases' learning rate as a multiple of the kernels'.
+  config.bias_learning_rate_scale = 1.0
   config.momentum = 0.9
   config.nesterov = False
   # Adam's moment decays and epsilon (optimizer 'adam').

@@ -25,6 +25,8 @@ class _FeedbackLayer(nn.Module):
 
   def _apply(self, op: Callable[[Array, Array], Array], inputs: Array, kernel_shape, between_steps):
     kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+    # Read, not created, here: creating the bias before rule_op would change the keys W and B are drawn with.
+    bias = self.get_variable("params", "bias") if between_steps and self.use_bias else None
     y = feedback.rule_op(
         self,
         self.rule,
@@ -35,6 +37,7 @@ class _FeedbackLayer(nn.Module):
         dtype=self.dtype,
         between_steps=between_steps,
         mirror_activation=self.mirror_activation,
+        mirror_bias=bias,
     )
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (kernel_shape[-1],), self.param_dtype)

@@ -1,6 +1,6 @@
 """The optimizer: one optax chain built from the config.
 
-    decay -> [Batch Manhattan] -> momentum or Adam -> learning rate
+    decay -> [Batch Manhattan] -> momentum or Adam -> learning rate -> [biases' scale]
 
 L2 weight decay is added to the gradient of every ``kernel`` (or of every
 parameter, ``weight_decay_on='all'``, as torch's SGD does). Batch Manhattan
@@ -34,6 +34,11 @@ def _leaf_name(path) -> Any:
 def decay_mask(params) -> Any:
   """True at every leaf named ``kernel`` (W; not biases, BatchNorm or a rule's B)."""
   return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+
+
+def bias_mask(params) -> Any:
+  """True at every leaf named ``bias`` (Dense and Conv biases, BatchNorm's shifts)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "bias", params)
 
 
 def _all_leaves(params) -> Any:
@@ -182,11 +187,15 @@ def weight_decay_rate(config, steps_per_epoch: float, hparams=None) -> optax.Sch
 
 
 def check_names(config) -> None:
-  """Raises ValueError unless the config's optimizer and schedule exist."""
+  """Raises ValueError unless the config's optimizer, schedule and decay set exist and the bias scale is >= 0."""
   if config.optimizer not in _OPTIMIZERS:
     raise ValueError(f"optimizer {config.optimizer!r} is not one of {', '.join(_OPTIMIZERS)}")
   if config.schedule not in _SCHEDULES:
     raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
+  bias_scale = config.get("bias_learning_rate_scale", 1.0)
+  if not bias_scale >= 0:
+    raise ValueError(f"bias_learning_rate_scale {bias_scale} is negative: use e.g. 1.0 (the kernels' rate) "
+                     "or 1/128 (Akrout et al.'s reference code)")
   decay_on = config.get("weight_decay_on", "kernels")
   if decay_on not in _DECAY_SETS:
     raise ValueError(f"weight_decay_on {decay_on!r} is not one of {', '.join(_DECAY_SETS)}")
@@ -198,8 +207,10 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
   Reads ``config.optimizer`` ('sgd' with ``momentum`` and ``nesterov``, or
   'adam' with ``b1``, ``b2``, ``eps``), ``config.weight_decay`` (L2, added to
   the gradients of kernels, or of all parameters with
-  ``config.weight_decay_on='all'``), ``config.batch_manhattan`` and the
-  learning-rate fields read by `schedule`.
+  ``config.weight_decay_on='all'``), ``config.batch_manhattan``, the
+  learning-rate fields read by `schedule` and ``config.bias_learning_rate_scale``
+  (the biases' rate as a multiple of the kernels'; Akrout et al.'s reference
+  code steps its biases at 1/128 of the rate).
 
   The train loop does not call the optimizer in mirror-only steps, so its
   n-th update (counting from 0) is global step ``mirror_steps + n`` and takes
@@ -216,7 +227,7 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
       where its value is 0.
 
   Returns:
-    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr``.
+    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr [-> bias scale]``.
 
   Raises:
     ValueError: for an unknown optimizer, schedule or decay set.
@@ -232,6 +243,9 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
   chain.append(_OPTIMIZERS[config.optimizer](config, hparams))
   lr, offset = schedule(config, steps_per_epoch, hparams), mirror_steps(config, steps_per_epoch)
   chain.append(optax.scale_by_learning_rate(lambda count: lr(count + offset)))
+  bias_scale = config.get("bias_learning_rate_scale", 1.0)
+  if bias_scale != 1.0:
+    chain.append(optax.masked(optax.scale(bias_scale), bias_mask))
   tx = optax.chain(*chain)
   return tx if frozen is None else freeze(tx, frozen)
 

@@ -65,13 +65,48 @@ class DivergenceError(FloatingPointError):
   """Training produced a non-finite loss."""
 
 
+def sigmoid_binary_cross_entropy(logits: Array, labels: Array) -> Array:
+  """Per-example ``sum_k BCE(sigmoid(z_k), onehot_k)``: every output a logistic unit with its own target.
+
+  Summed over the classes and, by the step, averaged over the batch, as
+  Akrout et al.'s reference code does; the gradient at the logits is
+  ``sigmoid(z) - onehot``.
+  """
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  return jnp.sum(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets), axis=-1)
+
+
+# Per-example classification losses by ``config.loss``; the first is the default.
+LOSSES = {
+    "softmax_cross_entropy": metrics.cross_entropy,
+    "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
+}
+
+
+def task_with_loss(task: str, loss: str | None) -> str:
+  """The ``task`` the steps take: a data set's task, or for classification the name of its loss in `LOSSES`.
+
+  Raises:
+    ValueError: for a loss not in `LOSSES`, or one other than the default for a task that is not classification.
+  """
+  default = next(iter(LOSSES))
+  loss = loss or default
+  if loss not in LOSSES:
+    raise ValueError(f"loss {loss!r} is not one of {', '.join(LOSSES)}")
+  if loss == default:
+    return task
+  if task != "classification":
+    raise ValueError(f"loss {loss!r} is for classification, not a {task} task: drop --config.loss")
+  return loss
+
+
 def _loss(task: str, outputs: Array, labels: Array) -> Array:
-  """Per-example loss: cross entropy (a sequence's mean over positions), or half the squared error."""
+  """Per-example loss: cross entropy (a sequence's mean over positions), half the squared error, or `LOSSES`[task]."""
   if task == "regression":
     return 0.5 * jnp.sum(jnp.square(outputs - labels), axis=-1)
   if task == "language_model":
     return jnp.mean(metrics.cross_entropy(outputs, labels), axis=-1)
-  return metrics.cross_entropy(outputs, labels)
+  return LOSSES.get(task, metrics.cross_entropy)(outputs, labels)
 
 
 def _correct(task: str, outputs: Array, labels: Array, k: int) -> Array:

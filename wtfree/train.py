@@ -157,6 +157,8 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   values = replicas.hparams(config)
   hparams = {k: v[0] for k, v in values.items()} if n == 1 else jax.device_put(values, sharding.replica_sharding(mesh))
   ds = data.get_dataset(config)
+  # The steps' task: the set's, or the classification loss config.loss names.
+  task = steps.task_with_loss(ds.task, config.get("loss", None))
   views = replicas.datasets(ds, config)
   model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
   steps_per_epoch = max(1, ds.num_train // config.batch_size)
@@ -167,7 +169,7 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   frozen = None
   if learner.may_freeze:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
-    frozen = frozen_params(model, learner, first, ds.task, config.seed)
+    frozen = frozen_params(model, learner, first, task, config.seed)
   # The optimizer of each replica's values; the structure of its state is the same for all.
   make_tx = lambda hp: optim.make(config, steps_per_epoch, frozen, hp)
   tx = make_tx({k: v[0] for k, v in values.items()})
@@ -191,7 +193,7 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
 
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
-    return train_step(state, batch, model=replica_model, tx=make_tx(hp), task=ds.task, learner=replica_learner,
+    return train_step(state, batch, model=replica_model, tx=make_tx(hp), task=task, learner=replica_learner,
                       weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp), skip_nonfinite=skip)
 
   guarded_step = replicas.per_replica(
@@ -210,11 +212,11 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   # Which replicas have not diverged (one flag without a replica axis for a single run).
   alive = lambda: np.array([str(r) not in diverged for r in range(n)]).reshape((n,) if n > 1 else ())
   jit_eval = steps.jit(on_prepared(
-      replicas.per_replica(functools.partial(eval_step, model=model, task=ds.task), n, (0, None))))
+      replicas.per_replica(functools.partial(eval_step, model=model, task=task), n, (0, None))))
 
   def align(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
-    return alignment_step(state, batch, model=replica_model, task=ds.task, learner=replica_learner)
+    return alignment_step(state, batch, model=replica_model, task=task, learner=replica_learner)
 
   jit_align = steps.jit(lambda state, batch, hp: replicas.per_replica(align, n)(state, ds.prepare(batch), hp))
   # In-memory sets on one host: on the device whole, and a run of steps is one loop on the device

@@ -12,6 +12,7 @@ from wtfree import grid
 from wtfree import models
 from wtfree import optim
 from wtfree import replicas
+from wtfree import steps as steps_lib
 
 # Fields compared between a run in a workdir and a new start there: a
 # difference in any other field (logging, checkpoint cadence, length) is
@@ -20,18 +21,21 @@ _IDENTITY_FIELDS = (
     "dataset", "model", "model_options", "rule", "rule_options", "last_layer_bp",
     "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
     "batch_manhattan", "schedule", "batch_size", "seed", "weight_decay_on", "num_seeds", "holdout",
+    "loss", "bias_learning_rate_scale", "train_on_validation", "shuffle", "input_scaling",
 )
 
 
 # Identity fields that older workdirs' config.json lacks, with the value those runs had.
-_ADDED_LATER = {"num_seeds": 1, "holdout": 0.0}
+_ADDED_LATER = {"num_seeds": 1, "holdout": 0.0, "loss": "softmax_cross_entropy", "bias_learning_rate_scale": 1.0,
+                "train_on_validation": False, "shuffle": True, "input_scaling": "standardize"}
 
 
 def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
   """Raises ValueError naming the problem and the fix for a config that cannot run.
 
   Checks: every field is one wtfree declares; the rule, its options, model,
-  optimizer, schedule and data set exist; the learning rate is positive and
+  optimizer, schedule, loss and data set exist (with the data options the
+  set reads); the learning rate is positive and
   the run has steps to take; ``num_seeds`` is a positive integer; a sweep's
   grid reads (`wtfree.grid`), keeps the learning rate positive and each
   cell's rule options are ones the rule accepts; the global batch sizes
@@ -63,7 +67,11 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   if config.model not in models.names():
     raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
   data.check_name(config.dataset)
+  data.check_options(config)
   optim.check_names(config)
+  loss = config.get("loss", None)
+  if loss is not None and loss not in steps_lib.LOSSES:
+    raise ValueError(f"loss {loss!r} is not one of {', '.join(steps_lib.LOSSES)}")
   devices = jax.device_count() if device_count is None else device_count
   hosts = jax.process_count() if process_count is None else process_count
   num_seeds = config.get("num_seeds", 1)

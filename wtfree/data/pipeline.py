@@ -5,7 +5,9 @@ step s takes the next ``batch_size`` of them, and host p keeps rows
 ``[p * b, (p + 1) * b)`` with ``b = batch_size // process_count``. So within an
 epoch the hosts read disjoint examples, the global batch is the same for any
 number of hosts, and a run resumed at step k asks for ``train_batches(k)``.
-An epoch drops its last ``num_train % batch_size`` examples.
+An epoch drops its last ``num_train % batch_size`` examples. Without
+shuffling (``shuffle=False``) every epoch visits the examples in their
+stored order, the same for every seed.
 """
 
 import dataclasses
@@ -47,12 +49,14 @@ def _permutation(seed: int, n: int, epoch: int) -> np.ndarray:
   return np.random.default_rng(np.random.SeedSequence([seed, 0x5EED, epoch])).permutation(n)
 
 
-def train_indices(num_train: int, layout: _Layout, seed: int, steps: np.ndarray) -> np.ndarray:
+def train_indices(num_train: int, layout: _Layout, seed: int, steps: np.ndarray, shuffle: bool = True) -> np.ndarray:
   """``[len(steps), local batch]``: the example indices of this host's rows at each step."""
   steps = np.asarray(steps, np.int64)[:, None]
   per_epoch = num_train // layout.global_size
   epochs, within = steps // per_epoch, steps % per_epoch
   offsets = within * layout.global_size + layout.rows[None, :]
+  if not shuffle:
+    return offsets
   indices = np.empty(offsets.shape, np.int64)
   for epoch in np.unique(epochs):
     rows = epochs[:, 0] == epoch
@@ -68,9 +72,10 @@ class _TrainStep:
   layout: _Layout
   seed: int
   flatten: bool
+  shuffle: bool = True
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
-    indices = train_indices(len(self.source), self.layout, self.seed, np.array([step]))[0]
+    indices = train_indices(len(self.source), self.layout, self.seed, np.array([step]), self.shuffle)[0]
     rows = self.layout.rows
     keys = np.stack([np.full_like(rows, self.seed), np.full_like(rows, step), rows], axis=1)
     return _finish(self.source.read(indices, keys), self.flatten)
@@ -121,6 +126,8 @@ class Dataset:
     flatten: give each example as a flat vector.
     workers: grain worker processes (0 reads in this process).
     prefetch: batches read ahead; TFDS sets read each in its own thread.
+    shuffle: visit the training examples in a new order every epoch (False:
+      in their stored order, every epoch and every seed alike).
   """
 
   splits: Splits
@@ -132,6 +139,7 @@ class Dataset:
   flatten: bool = False
   workers: int = 0
   prefetch: int = 2
+  shuffle: bool = True
 
   @property
   def num_classes(self) -> int:
@@ -210,7 +218,7 @@ class Dataset:
     if start_step < 0:
       raise ValueError(f"start_step {start_step} is negative; steps count from 0")
     layout = _Layout(self.batch_size, self.process_index, self.process_count)
-    step = _TrainStep(self.splits.train, layout, int(self.seed), self.flatten)
+    step = _TrainStep(self.splits.train, layout, int(self.seed), self.flatten, self.shuffle)
     return self._iterate(grain.MapDataset.range(start_step, _STEPS).map(step))
 
   def train_indices(self, start_step: int, steps: int) -> np.ndarray:
@@ -221,7 +229,8 @@ class Dataset:
     gathered on the device.
     """
     layout = _Layout(self.batch_size, self.process_index, self.process_count)
-    return train_indices(self.num_train, layout, int(self.seed), np.arange(start_step, start_step + steps))
+    return train_indices(self.num_train, layout, int(self.seed), np.arange(start_step, start_step + steps),
+                         self.shuffle)
 
   def eval_batches(self, split: str = "test"):
     """One pass over the ``split`` split ('test' or 'validation') in a fixed order, this host's rows.

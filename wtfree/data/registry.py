@@ -7,9 +7,12 @@ import jax
 
 from wtfree.data import arrays, embedded, mnist_full, synthetic, text, tfds_sets
 from wtfree.data.pipeline import Dataset
-from wtfree.data.source import Splits, with_validation
+from wtfree.data.source import Splits, with_validation, with_validation_trained
 
 _DATASETS: dict[str, Callable[..., Splits]] = {}
+# The sets that read config.input_scaling, and its values.
+_SCALED = {mnist_full.NAME}
+INPUT_SCALINGS = mnist_full.INPUT_SCALINGS
 
 
 def register(name: str, build: Callable[..., Splits]) -> None:
@@ -28,13 +31,33 @@ def check_name(name: str) -> None:
     raise ValueError(f"dataset {name!r} is not one of {', '.join(_DATASETS)}")
 
 
+def check_options(config) -> None:
+  """Raises ValueError for data options the set ``config.dataset`` does not read, or that contradict.
+
+  ``input_scaling`` other than 'standardize' is read only by sets of raw
+  pixels; ``train_on_validation`` leaves no examples for ``holdout``.
+  """
+  name = config.get("dataset", None)
+  scaling = config.get("input_scaling", "standardize")
+  if scaling not in INPUT_SCALINGS:
+    raise ValueError(f"input_scaling {scaling!r} is not one of {', '.join(INPUT_SCALINGS)}")
+  if scaling != "standardize" and name not in _SCALED:
+    raise ValueError(f"input_scaling {scaling!r} is read only by {', '.join(sorted(_SCALED))}; dataset {name!r} "
+                     "scales its inputs its own way: drop --config.input_scaling")
+  if config.get("train_on_validation", False) and config.get("holdout", 0.0):
+    raise ValueError(f"train_on_validation with holdout {config.get('holdout')} contradicts: the first trains on "
+                     "the validation split, the second holds one out of training; drop one")
+
+
 def get_dataset(config, process_index: int | None = None, process_count: int | None = None) -> Dataset:
   """This host's view of the data set ``config.dataset``.
 
   Reads ``dataset``, ``batch_size`` (global), ``seed`` and, when present,
   ``eval_batch_size`` (default ``batch_size``), ``holdout`` (the fraction
   of the training set held out as the validation split of a set without
-  its own), ``data_dir``, ``data_path``,
+  its own), ``train_on_validation`` (a set's own validation split joins
+  the training split, after it), ``shuffle``, ``input_scaling``
+  (`check_options`), ``data_dir``, ``data_path``,
   ``image_size``, ``context_length``, ``flatten``, ``data_workers`` and ``prefetch``.
 
   Args:
@@ -54,6 +77,7 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
   """
   name = config.get("dataset", None)
   check_name(name)
+  check_options(config)
   process_index = jax.process_index() if process_index is None else int(process_index)
   process_count = jax.process_count() if process_count is None else int(process_count)
   if not 0 <= process_index < process_count:
@@ -70,6 +94,8 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
   if workers < 0 or prefetch < 0:
     raise ValueError(f"data_workers {workers} and prefetch {prefetch} must both be >= 0")
   splits = with_validation(_DATASETS[name](config), float(config.get("holdout", 0.0) or 0.0))
+  if config.get("train_on_validation", False):
+    splits = with_validation_trained(splits)
   if batch_size > len(splits.train):
     raise ValueError(
         f"batch_size {batch_size} is larger than {name!r}'s {len(splits.train)} training examples; lower it"
@@ -84,6 +110,7 @@ def get_dataset(config, process_index: int | None = None, process_count: int | N
       flatten=bool(config.get("flatten", False)),
       workers=workers,
       prefetch=prefetch,
+      shuffle=bool(config.get("shuffle", True)),
   )
 
 

@@ -139,3 +139,45 @@ def with_validation(splits: Splits, fraction: float) -> Splits:
                      f"{len(kept)} to train on and {len(held)} to validate on; pick another fraction")
   return dataclasses.replace(splits, train=_subset(splits.train, kept), validation=_subset(splits.train, held),
                              held_out=fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedSource:
+  """The examples of ``first``, then those of ``second``."""
+
+  first: Source
+  second: Source
+
+  def __len__(self) -> int:
+    return len(self.first) + len(self.second)
+
+  def read(self, indices: np.ndarray, keys: np.ndarray | None) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    cut = len(self.first)
+    low = indices < cut
+    parts = [(low, self.first, indices[low]), (~low, self.second, indices[~low] - cut)]
+    read = [(rows, src.read(at, None if keys is None else keys[rows])) for rows, src, at in parts if rows.any()]
+    out = {}
+    for name in read[0][1]:
+      values = read[0][1][name]
+      out[name] = np.empty((len(indices), *values.shape[1:]), values.dtype)
+      for rows, batch in read:
+        out[name][rows] = batch[name]
+    return out
+
+
+def with_validation_trained(splits: Splits) -> Splits:
+  """``splits`` with its own validation split appended to the training split, and no validation split.
+
+  Raises:
+    ValueError: for a set without a validation split of its own.
+  """
+  if splits.validation is None or splits.held_out:
+    raise ValueError("train_on_validation needs a data set with a validation split of its own (e.g. "
+                     "mnist_full); this one has none, so its training split is all there is to train on")
+  train, validation = splits.train, splits.validation
+  if isinstance(train, ArraySource) and isinstance(validation, ArraySource):  # Stays in memory, on the device.
+    joined = ArraySource(np.concatenate([train.x, validation.x]), np.concatenate([train.y, validation.y]))
+  else:
+    joined = JoinedSource(train, validation)
+  return dataclasses.replace(splits, train=joined, validation=None)

@@ -7,5 +7,6 @@
 - `lillicrap_mnist`: Lillicrap et al. 2016 Fig. 3a-b, 784-1000-10 sigmoid net on all of MNIST, bp's settings
   chosen on validation; fa, fa with 50 % of W and of B removed (independent masks), shallow.
 - `lillicrap_depth`: Lillicrap et al. 2016 Fig. 3c-d, shallow vs deep tanh students of a tanh teacher.
+- `akrout_fc`: Akrout et al. 2019's reference code, a 784-500-10 sigmoid net on all of MNIST under bp, fa, wm, kp.
 - `transformers`: a ViT on real MNIST digits and a character LM under every family of rules.
 """

@@ -129,7 +129,7 @@ def _warn_without_learner(module: nn.Module, rule: registry.Rule) -> None:
     )
 
 
-def _between_steps(module, rule, op, inputs, kernel, state, values, activation, settings) -> None:
+def _between_steps(module, rule, op, inputs, kernel, state, values, activation, bias, settings) -> None:
   if not rule.learns_between_steps or not module.is_mutable_collection(rule.collection):
     return
   settings = settings if isinstance(settings, step.BetweenSteps) else step.BetweenSteps()
@@ -138,6 +138,7 @@ def _between_steps(module, rule, op, inputs, kernel, state, values, activation, 
       inputs=inputs,
       noise=lambda kind: counter_prng.unit_noise(module.make_rng("mirror"), inputs.shape, inputs.dtype, kind),
       activation=activation,
+      bias=bias,
       passes=settings.passes,
       weight_decay_rate=settings.weight_decay_rate,
   )
@@ -156,6 +157,7 @@ def rule_op(
     dtype: Any = None,
     between_steps: "bool | step.BetweenSteps" = False,
     mirror_activation: Callable[[Array], Array] = lambda y: y,
+    mirror_bias: Array | None = None,
 ) -> Array:
   """``op(inputs, kernel)`` inside ``module``, its backward pass following ``rule``.
 
@@ -178,6 +180,8 @@ def rule_op(
       state (kp decays B - W, wm mirrors B from noise) and the output is
       ``op(inputs, kernel)`` with no feedback.
     mirror_activation: the nonlinearity after the layer, for mirror passes.
+    mirror_bias: the bias the layer adds to ``op(inputs, kernel)``, for
+      mirror passes (`wtfree.feedback.StepContext.bias`); None without one.
 
   Returns:
     ``op(inputs, kernel)`` in the promoted dtype.
@@ -191,7 +195,7 @@ def rule_op(
   kernel = rule.forward(kernel, values)
   if between_steps:
     inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=dtype)
-    _between_steps(module, rule, op, inputs, kernel, state, values, mirror_activation, between_steps)
+    _between_steps(module, rule, op, inputs, kernel, state, values, mirror_activation, mirror_bias, between_steps)
     return op(inputs, kernel)
   _sow(module, "forward", kernel)
   for name, value in rule.report(kernel, values).items():

@@ -39,6 +39,8 @@ class StepContext:
     noise: ``noise(kind)`` draws zero-mean unit-variance noise of the
       input's shape ('gaussian' or 'uniform'), fresh in every pass.
     activation: the nonlinearity that follows the layer in its model.
+    bias: the bias the layer adds to ``op(inputs, kernel)``, or None where
+      it has none (wm's reference-code update adds it to z).
     passes: how many between-steps passes run after each optimizer step.
     weight_decay_rate: the fraction by which the run's weight decay shrinks
       a weight that gets no gradient in this step (``lr_t * weight_decay /
@@ -51,6 +53,7 @@ class StepContext:
   inputs: Array
   noise: Callable[[str], Array]
   activation: Callable[[Array], Array]
+  bias: Array | None = None
   passes: int = 1
   weight_decay_rate: Array | None = None
 

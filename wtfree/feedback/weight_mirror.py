@@ -17,6 +17,10 @@ each layer picks its own (`WeightMirror.rate`). Akrout et al.'s
 ``(eta_B / lambda_WM) E[phi'] W`` (0.1 W behind a ReLU with their 0.1 and
 0.5): the same direction and speed as ``decay = lambda_WM``, with the scale
 left to eta_B.
+
+Their published fully connected code (Deep-Learning-without-Weight-Transport)
+uses neither decay nor centring: ``B <- B + eta_B sum_batch x y^T`` with
+``y = phi(z + bias)`` and uniform noise in +-0.05. ``mirror_lr`` selects that form.
 """
 
 from collections.abc import Callable
@@ -60,6 +64,14 @@ class WeightMirror(Rule):
       uniform noise moves B's fixed point off W's direction by a relative
       amount of order 0.2 * w^2 per weight (its excess kurtosis, -1.2, times
       w^2 / 6): under 0.2 % for fan-ins above 100.
+    noise_scale: the noise's standard deviation (1: unit variance). The
+      estimate divides by its square, so B's fixed point stays W; a small
+      scale probes the nonlinearity near its operating point.
+    mirror_lr: None (the default) mirrors as above. A number selects Akrout
+      et al.'s reference code instead: ``B <- B + mirror_lr * sum_batch x
+      y^T``, ``y = phi(z + bias)`` neither centred nor divided by the slope,
+      and no decay, so that B grows along W without bound (their 0.01, with
+      'uniform' noise of scale ``0.05 / sqrt(3)``, i.e. in +-0.05).
   """
 
   name = "wm"
@@ -69,12 +81,19 @@ class WeightMirror(Rule):
   draws_from_kernel_init = True
   decay: float | None = None
   noise: str = "gaussian"
+  noise_scale: float = 1.0
+  mirror_lr: float | None = None
 
   def __post_init__(self):
     if self.noise not in counter_prng.NOISES:
       raise ValueError(f"wm noise {self.noise!r} is not one of {', '.join(counter_prng.NOISES)}")
     if self.decay is not None and not 0.0 < self.decay <= 1.0:
       raise ValueError(f"wm decay={self.decay} is not in (0, 1]: it is the fraction of the way B moves per pass")
+    if not self.noise_scale > 0.0:
+      raise ValueError(f"wm noise_scale={self.noise_scale} is not positive: it is the noise's standard deviation")
+    if self.mirror_lr is not None and self.decay is not None:
+      raise ValueError(f"wm mirror_lr={self.mirror_lr} (the reference code's update, which has no decay) and "
+                       f"decay={self.decay} contradict: set one")
 
   def rate(self, w_shape, output_shape) -> float:
     """The decay of a layer with kernel ``w_shape`` whose mirror pass outputs ``output_shape``."""
@@ -94,8 +113,14 @@ class WeightMirror(Rule):
 
   def between_steps(self, ctx, w, state):
     b = state["kernel"]
-    noise = ctx.noise(self.noise)
-    estimate = mirror_estimate(ctx.op, noise, w, ctx.activation)
+    noise = ctx.noise(self.noise) * jnp.asarray(self.noise_scale, ctx.inputs.dtype)
+    if self.mirror_lr is not None:
+      z = ctx.op(noise, w)
+      z = z if ctx.bias is None else z + jnp.asarray(ctx.bias, z.dtype)
+      _, kernel_vjp = jax.vjp(lambda w_: ctx.op(noise, w_), w)
+      (summed,) = kernel_vjp(ctx.activation(z))
+      return {"kernel": (b + self.mirror_lr * summed).astype(b.dtype)}
+    estimate = mirror_estimate(ctx.op, noise, w, ctx.activation) / jnp.square(self.noise_scale)
     decay = self.rate(w.shape, jax.eval_shape(ctx.op, noise, w).shape)
     return {"kernel": ((1.0 - decay) * b + decay * estimate).astype(b.dtype)}
 

@@ -32,6 +32,10 @@ class MLP(nn.Module):
     kernel_init: initializer of every W; None keeps the layers' default
       (lecun normal). Random feedback is drawn with the same initializer
       unless the rule has its own ``init``.
+    head_mirror_activation: the nonlinearity mirror passes put after the
+      output layer (a name as ``activation``): 'linear' for logits, 'sigmoid'
+      where the loss makes each output a logistic unit
+      (``loss='sigmoid_binary_cross_entropy'``, as in Akrout et al.'s code).
     rule: the feedback rule of every layer (a name or `wtfree.feedback.Rule`).
     last_layer_bp: keep the output layer on backprop.
     dtype: computation dtype; None follows the inputs.
@@ -44,6 +48,7 @@ class MLP(nn.Module):
   batch_norm_group: int = 0
   use_bias: bool = True
   kernel_init: Callable | None = None
+  head_mirror_activation: str = "linear"
   rule: str | feedback.Rule = "bp"
   last_layer_bp: bool = False
   dtype: Any = None
@@ -74,7 +79,7 @@ class MLP(nn.Module):
         use_bias=self.use_bias,
         dtype=self.dtype,
         rule=common.output_rule(self.rule, self.last_layer_bp),
-        mirror_activation=common.identity,
+        mirror_activation=common.activation(self.head_mirror_activation),
         name="head",
         **init,
     )(x, between_steps=between_steps)
