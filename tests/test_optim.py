@@ -184,7 +184,7 @@ def test_make_follows_the_schedule():
   np.testing.assert_allclose(sizes, [0.0, 0.05, 0.1, 0.1], rtol=1e-6)
 
 
-def test_optimizer_updates_start_after_the_between_steps_onlys():
+def test_optimizer_updates_start_after_the_mirror_only_steps():
   # The train loop skips the optimizer in mirror-only steps: its first update is global step 4.
   tx = optim.make(_config(schedule="step", warmup_epochs=1, mirror_epochs=2), steps_per_epoch=2)
   params = {"kernel": jnp.ones(3)}

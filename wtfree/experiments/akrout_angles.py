@@ -47,7 +47,7 @@ def _setup(quick: bool) -> dict:
       "seeds": 1 if quick else 4,
       "quick": quick,
       "weight_mirror": {"rule_options": "defaults", "mirror_batch": 256, "passes_per_step": 2,
-                        "between_steps_onlys": 0 if quick else 2 * STEPS_PER_EPOCH},
+                        "mirror_only_steps": 0 if quick else 2 * STEPS_PER_EPOCH},
       "angles": "angle/weight: B vs W; angle/delta: error at the layer's output vs backprop's, same batch",
   }
 
@@ -56,7 +56,7 @@ def _config(rule: str, setup: dict):
   wm = setup["weight_mirror"]
   # The mirror settings reach the rules that mirror B (the registry says which), and only them.
   mirrored = feedback.get_rule(rule).takes("mirror_epochs")
-  mirror_steps = wm["between_steps_onlys"] if mirrored else 0
+  mirror_steps = wm["mirror_only_steps"] if mirrored else 0
   mirror = {"mirror_epochs": mirror_steps / STEPS_PER_EPOCH, "mirror_passes": wm["passes_per_step"]} if mirrored else {}
   return common.config(
       dataset="digits", model="resnet_tiny", rule=rule, model_options={}, optimizer="sgd", momentum=0.9,
