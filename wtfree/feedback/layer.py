@@ -230,6 +230,6 @@ def finish(module: nn.Module, rule: "str | registry.Rule", y: Array,
     state = {n: module.get_variable(rule.collection, n) for n in rule.state_names}
     for name, value in rule.signals(y, activation, state).items():
       module.sow(step.STEP, name, value, init_fn=lambda: None, reduce_fn=lambda _, x: x)
-  elif rule.owns_step():
+  elif rule.forms_gradients():
     y = step.needs_learner(rule.name, y)
   return module.perturb("output", y)

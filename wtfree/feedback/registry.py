@@ -181,9 +181,14 @@ class Rule:
   # The step (`wtfree.feedback.step`): the hooks of the rule that owns it.
 
   @classmethod
-  def owns_step(cls) -> bool:
+  def forms_gradients(cls) -> bool:
     """Whether the rule forms the step's gradients its own way (overrides `value_and_grad` or `connect`)."""
     return cls.value_and_grad is not Rule.value_and_grad or cls.connect is not Rule.connect
+
+  @classmethod
+  def owns_step(cls) -> bool:
+    """Whether the rule overrides any hook of the step (`wtfree.feedback.step.owner`)."""
+    return cls.forms_gradients() or cls.frozen is not Rule.frozen
 
   def value_and_grad(self, objective, params) -> tuple[Array, Any, tuple]:
     """``(mean loss, gradients, (outputs, updated collections))`` of one batch's `Objective`.

@@ -14,7 +14,8 @@ Every train step, wtfree's own and a user's, goes through
   kp's decay, wm's mirror), run with this step's `BetweenSteps`.
 
 One rule of a model owns the step (`owner`): the one that overrides a step
-hook, or any of them when none does.
+hook (shallow's head may be bp's: shallow still owns the step), or any of
+them when none does.
 """
 
 from collections.abc import Callable, Iterable
