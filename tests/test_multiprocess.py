@@ -1,7 +1,7 @@
-"""Two processes on this machine train as two hosts would, and agree with one.
+"""Two processes on this machine train as two hosts would, and agree with one; four of eight devices, as 32.
 
 Each process runs ``wtfree.main`` (through tests/multiprocess_worker.py, which
-also saves the final state it holds) with one CPU device, joined by
+also saves the final state it holds) with one CPU device (eight in the pod-shape run), joined by
 ``jax.distributed`` over localhost and gloo collectives, on a shared workdir as
 a pod shares a gs:// bucket.
 """
@@ -164,6 +164,36 @@ def test_shared_checkpoint_is_whole(runs):
       lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6),
       untargeted, dict(reference),
   )
+
+
+POD_HOSTS, POD_DEVICES = 4, 8
+
+
+@pytest.mark.slow
+def test_four_hosts_of_eight_devices_equal_one_host_of_thirty_two(tmp_path):
+  """Akrout's pod shape in small: 4 processes x 8 devices, one data axis of 32, as one process with 32."""
+  multi, single = tmp_path / "multi", tmp_path / "single"
+  for d in (multi / "out", single / "out"):
+    d.mkdir(parents=True)
+  flags = [*FLAGS, "--config.batch_size=64", "--config.angles=False"]
+  address = f"127.0.0.1:{_free_port()}"
+  hosts = [
+      _env(multi / "out", POD_DEVICES, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
+           JAX_NUM_PROCESSES=str(POD_HOSTS), JAX_PROCESS_ID=str(i))
+      for i in range(POD_HOSTS)
+  ]
+  _run_all([(hosts[i], multi / "workdir", multi / f"process_{i}.log") for i in range(POD_HOSTS)], flags)
+  _run_all([(_env(single / "out", POD_HOSTS * POD_DEVICES), single / "workdir", single / "process_0.log")], flags)
+  for i in range(POD_HOSTS):
+    log = (multi / f"process_{i}.log").read_text()
+    assert f"JAX process {i} of {POD_HOSTS}, {POD_DEVICES} local of {POD_HOSTS * POD_DEVICES} devices (cpu)" in log
+  reference = np.load(single / "out" / "state_0.npz")
+  assert int(reference["step"]) == STEPS
+  for i in range(POD_HOSTS):
+    state = np.load(multi / "out" / f"state_{i}.npz")
+    assert sorted(state.files) == sorted(reference.files)
+    for k in state.files:
+      np.testing.assert_allclose(state[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=f"process {i}: {k}")
 
 
 def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):
