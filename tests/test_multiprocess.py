@@ -212,16 +212,17 @@ def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
+@pytest.mark.parametrize("count,devices", [(2, 1), (POD_HOSTS, POD_DEVICES)])
+def test_sigterm_on_one_host_stops_all_at_the_same_step(tmp_path, count, devices):
   """A pod's hosts get SIGTERM at different times, or only some: all must save the same step."""
   address = f"127.0.0.1:{_free_port()}"
   (tmp_path / "out").mkdir()
-  flags = [*FLAGS, "--config.checkpoint_every_steps=100000", "--config.angles=False"]
-  processes, logs = [], [tmp_path / f"process_{i}.log" for i in range(2)]
+  flags = [*FLAGS, "--config.batch_size=64", "--config.checkpoint_every_steps=100000", "--config.angles=False"]
+  processes, logs = [], [tmp_path / f"process_{i}.log" for i in range(count)]
   hosts = [
-      _env(tmp_path / "out", 1, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
-           JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
-      for i in range(2)
+      _env(tmp_path / "out", devices, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
+           JAX_NUM_PROCESSES=str(count), JAX_PROCESS_ID=str(i))
+      for i in range(count)
   ]
   try:
     for i, env in enumerate(hosts):
@@ -243,7 +244,7 @@ def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
         p.kill()
         p.wait()
   texts = [log.read_text() for log in logs]
-  assert codes == [143, 143], f"exit codes {codes}\n" + "\n".join(t[-3000:] for t in texts)
+  assert codes == [143] * count, f"exit codes {codes}\n" + "\n".join(t[-3000:] for t in texts)
   stopped = [re.search(r"stopped on SIGTERM after step (\d+)", t) for t in texts]
   assert all(stopped), texts
   steps = {int(m.group(1)) for m in stopped}
@@ -252,7 +253,7 @@ def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
   assert checkpoint.Checkpointer(str(tmp_path / "workdir")).latest_step() == stopped_at
   # The same command resumes from there on both hosts.
   resumed = [*flags, f"--config.num_steps={stopped_at + 5}"]
-  _run_all([(hosts[i], tmp_path / "workdir", tmp_path / f"resumed_{i}.log") for i in range(2)], resumed)
+  _run_all([(hosts[i], tmp_path / "workdir", tmp_path / f"resumed_{i}.log") for i in range(count)], resumed)
   assert f"Resumed from the checkpoint at step {stopped_at}" in (tmp_path / "resumed_0.log").read_text()
-  states = [np.load(tmp_path / "out" / f"state_{i}.npz") for i in range(2)]
-  assert int(states[0]["step"]) == int(states[1]["step"]) == stopped_at + 5
+  states = [np.load(tmp_path / "out" / f"state_{i}.npz") for i in range(count)]
+  assert {int(s["step"]) for s in states} == {stopped_at + 5}
