@@ -10,7 +10,8 @@ from wtfree import sharding
 _TEXT = """
 ENTRY %main (p: f32[8,4]) -> f32[4] {
   %all-reduce.3 = (f32[3,3,8,8]{3,2,1,0}, f32[8]{0}, f32[]) all-reduce(%a, %b, %c), channel_id=1, \
-replica_groups=[1,8]<=[8], to_apply=%add, metadata={op_name="jit(f)/(transpose(jvp(M))/conv:jvp(M)/bn/reduce_sum:jvp()/x)"}
+replica_groups=[1,8]<=[8], to_apply=%add, \
+metadata={op_name="jit(f)/(transpose(jvp(M))/conv:jvp(M)/bn/reduce_sum:jvp()/x)"}
   %all-gather = bf16[64,10]{1,0} all-gather(%l), channel_id=2, replica_groups={{0,1},{2,3}}, dimensions={0}
   %cp = f32[16]{0} collective-permute(%d), source_target_pairs={{0,1}}
   ROOT %all-reduce.4 = f32[4]{0} all-reduce(%e), replica_groups=mesh['axis_0'=8,'axis_1'=2] {'axis_0'}, to_apply=%add

@@ -71,7 +71,7 @@ class GroupedBatchNorm(nn.Module):
       y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
       if not self.is_initializing() and self.is_mutable_collection("batch_stats"):
         shape = (-1, features)
-        # Named, so that a compiled step's collectives tell this reduction from the statistics' (benchmarks/pod_shape.py).
+        # Named, so that a compiled step's collectives tell this reduction from the statistics'.
         with jax.named_scope(RUNNING_AVERAGES):
           mean_stat.value = self.momentum * mean_stat.value + (1 - self.momentum) * mean.reshape(shape).mean(0)
           var_stat.value = self.momentum * var_stat.value + (1 - self.momentum) * var.reshape(shape).mean(0)
