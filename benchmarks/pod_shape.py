@@ -1,7 +1,8 @@
 """Akrout et al.'s pod setup checked at its real shape on this machine's CPUs, and projected on paper.
 
-    python benchmarks/pod_shape.py --out runs/pod_shape          # 32 simulated CPU devices
-    python benchmarks/pod_shape.py --out /tmp/pod --steps 0      # compile only, no steps run
+    python benchmarks/pod_shape.py --out runs/pod_shape        # compile only, 32x32 and 224x224
+    python benchmarks/pod_shape.py --out runs/pod_shape_run --configs resnet50_bp --image-size 16 \
+        --steps 2 --no-full-size                                # steps run as well
 
 The real configs/resnet50_wm.py and configs/resnet50_bp.py at their global
 batch of 2048 over 32 simulated CPU devices (64 examples each, BatchNorm
@@ -10,20 +11,23 @@ mock ImageNet, and built with the functions `wtfree.train`'s loop builds its
 step from: `steps.create_train_state`, `steps.train_step` under
 `dispatch.guarded`, `steps.mirror_only_step`, `steps.jit`.
 
-At 32x32 images the steps compile and run here: each of the train step and
-wm's mirror-only step is one program; the mirror pass is inside the train
-step (the step's collectives include B's mirror update and its output
-changes B); the batch reaches each device as 64 examples; and no BatchNorm
-statistic crosses devices (the collectives are the gradients, wm's mirror
-update of B, and the running averages' one small reduction, which a run
-with BatchNorm over the whole batch is compared against).
+On small images the train step and wm's mirror-only step are compiled, once
+with BatchNorm grouped as the config says and once over the whole batch,
+and read from their HLO (`wtfree.hlo`): how many programs; the batch each
+device gets; the batch of the image-shaped arrays (the mirror's first-layer
+noise among them, which shows the mirror pass inside the train step); and
+every collective, element by element, by what it carries (`attribute`):
+gradients, BatchNorm statistics the forward pass waits for, grouped
+BatchNorm's running averages, or metrics. With ``--steps`` the steps also
+run (32 copies of the state and the steps' buffers must then fit in this
+machine's memory).
 
 At 224x224 each step is compiled, not run, on abstract arguments: XLA's
-per-device memory (`memory_analysis`), flops and bytes (`cost_analysis`),
-and from them a roofline bound of the step time and of the whole run on a
-TPU v2-32 and on H200s (`CHIPS`): ``max(flops / peak, bytes / bandwidth)``,
-a lower bound, not a measurement. Writes ``OUT/pod_shape.json`` and
-``OUT/pod_shape.md``.
+per-device memory (`memory_analysis`), flops and bytes (`cost_analysis`, of
+the float32 program XLA's CPU backend compiles), and from them a roofline
+bound of the step time and of the whole run on a TPU v2-32 and on H200s
+(`CHIPS`): ``max(flops / peak, bytes / bandwidth)``, a lower bound, not a
+measurement. Writes ``OUT/pod_shape.json`` and ``OUT/pod_shape.md``.
 """
 
 if __name__ == "__main__":
@@ -306,71 +310,97 @@ def run_steps(built: Built, compiled: dict, train_steps: int) -> dict[str, Any]:
     seconds.append(time.perf_counter() - start)
     losses.append(float(metrics["loss"]))
   moved = jax.tree.map(lambda a, b: bool(np.any(a != np.asarray(b))), feedback, jax.device_get(state.feedback))
+  # None for a rule without feedback kernels.
   out.update(train_step_seconds=seconds, losses=losses, finite=bool(np.asarray(guard.ok)),
-             feedback_moved=bool(jax.tree.leaves(moved)) and all(jax.tree.leaves(moved)))
+             feedback_moved=all(jax.tree.leaves(moved)) if jax.tree.leaves(moved) else None)
   return out
 
 
-def projection(train: dict, mirror: dict | None, built: Built) -> list[dict]:
+def projection(train: dict, mirror: dict | None, config) -> list[dict]:
   """Roofline bounds of one step and of the whole run on each of `CHIPS`, from XLA's per-device counts."""
-  steps_per_epoch = IMAGENET_TRAIN // built.config.batch_size
-  total = int(built.config.num_epochs * steps_per_epoch)
-  mirror_only = optim.mirror_steps(built.config, steps_per_epoch)
+  steps_per_epoch = IMAGENET_TRAIN // config.batch_size
+  total = int(config.num_epochs * steps_per_epoch)
+  mirror_only = optim.mirror_steps(config, steps_per_epoch)
+  memory = (train.get("memory") or {}).get("total_bytes")
   rows = []
   for chip in CHIPS:
-    bound = lambda cost: max(cost["flops"] / chip.peak_flops, cost["bytes_accessed"] / chip.bandwidth)
-    step = bound(train["cost"])
-    mirror_step = bound(mirror["cost"]) if mirror else 0.0
-    run = (total - mirror_only) * step + mirror_only * mirror_step
-    memory = (train.get("memory") or {}).get("total_bytes")
+    flops_s = train["cost"]["flops"] / chip.peak_flops
+    bytes_s = train["cost"]["bytes_accessed"] / chip.bandwidth
+    mirror_s = max(mirror["cost"]["flops"] / chip.peak_flops, mirror["cost"]["bytes_accessed"] / chip.bandwidth) \
+        if mirror else 0.0
+    step = max(flops_s, bytes_s)
     rows.append({
-        "chip": chip.name, "source": chip.source, "step_seconds": step,
-        "compute_bound": train["cost"]["flops"] / chip.peak_flops >= train["cost"]["bytes_accessed"] / chip.bandwidth,
-        "mirror_only_step_seconds": mirror_step, "train_steps": total - mirror_only, "mirror_only_steps": mirror_only,
-        "run_hours": run / 3600, "fits": None if memory is None else memory <= chip.memory,
+        "chip": chip.name, "source": chip.source, "flops_seconds": flops_s, "bytes_seconds": bytes_s,
+        "step_seconds": step, "mirror_only_step_seconds": mirror_s, "train_steps": total - mirror_only,
+        "mirror_only_steps": mirror_only, "run_hours": ((total - mirror_only) * step + mirror_only * mirror_s) / 3600,
+        "flops_run_hours": (total - mirror_only) * flops_s / 3600 + mirror_only * (
+            mirror["cost"]["flops"] / chip.peak_flops if mirror else 0.0) / 3600,
+        "fits": None if memory is None else memory <= chip.memory,
     })
   return rows
 
 
-def check(config_name: str, devices: int = DEVICES, run: int = 1, full_size: bool = True) -> dict[str, Any]:
-  """The record of one config: its small-image steps described (and run), its 224x224 steps described."""
+def _describe_all(compiled: dict, built: Built) -> dict[str, Any]:
+  out = {"train": describe(compiled["train"], built)}
+  if compiled["mirror"] is not None:
+    out["mirror"] = describe(compiled["mirror"], built)
+  return out
+
+
+def check(config_name: str, devices: int = DEVICES, run: int = 0, full_size: bool = True,
+          image_size: int = SMALL_IMAGE, overrides: dict | None = None) -> dict[str, Any]:
+  """One config's record: its steps on small images described (and run), and at 224x224 described."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (the [tf] extra)
 
   mesh = sharding.make_mesh(jax.devices()[:devices])
-  record: dict[str, Any] = {"config": f"configs/{config_name}.py"}
+  overrides = dict(overrides or {})
+  record: dict[str, Any] = {"config": f"configs/{config_name}.py", "overrides": overrides}
   # USE_CODE: examples made from the builders' feature specs, no files needed.
   with tfds.testing.mock_data(num_examples=2048, policy=tfds.testing.MockPolicy.USE_CODE):
-    for label, group in (("grouped", None), ("whole_batch_bn", 0)):
-      overrides = {} if group is None else {"model_options.batch_norm_group": group}
-      built = build(config_for(config_name, SMALL_IMAGE, **overrides), mesh)
+    for label, extra in (("grouped", {}), ("whole_batch_bn", {"model_options.batch_norm_group": 0})):
+      built = build(config_for(config_name, image_size, **overrides, **extra), mesh)
       start = time.perf_counter()
       compiled = compile_steps(built)
-      small = {"compile_seconds": time.perf_counter() - start, "train": describe(compiled["train"], built)}
-      if compiled["mirror"] is not None:
-        small["mirror"] = describe(compiled["mirror"], built)
-      if group is None:
+      small = {"image_size": image_size, "compile_seconds": time.perf_counter() - start,
+               **_describe_all(compiled, built)}
+      if not extra:
         keys = {k: (v.shape[1:], v.dtype) for k, v in built.batch.items()}
+        config = built.config
         record["setup"] = {
-            "devices": devices, "batch_size": built.config.batch_size,
-            "batch_norm_group": built.config.model_options.get("batch_norm_group", 0), "rule": built.config.rule,
-            "mirror_batch_size": built.config.mirror_batch_size, "num_epochs": built.config.num_epochs,
+            "devices": devices, "batch_size": config.batch_size, "rule": config.rule,
+            "batch_norm_group": config.model_options.get("batch_norm_group", 0),
+            "mirror_batch_size": config.mirror_batch_size, "num_epochs": config.num_epochs,
             "params": _count(built.state.params), "feedback": _count(built.state.feedback),
             "batch_stats": _count(built.state.batch_stats),
         }
         if run:
           small["run"] = run_steps(built, compiled, run)
-      record[f"{label}_{SMALL_IMAGE}"] = small
+      record[label] = small
       del compiled, built
     if full_size:
       built = build(config_for(config_name, 224), mesh, batch_keys=keys)
       start = time.perf_counter()
       compiled = compile_steps(built)
-      full = {"compile_seconds": time.perf_counter() - start, "train": describe(compiled["train"], built)}
-      if compiled["mirror"] is not None:
-        full["mirror"] = describe(compiled["mirror"], built)
-      full["projection"] = projection(full["train"], full.get("mirror"), built)
+      full = {"image_size": 224, "compile_seconds": time.perf_counter() - start, **_describe_all(compiled, built)}
+      full["projection"] = projection(full["train"], full.get("mirror"), built.config)
       record["full_224"] = full
   return record
+
+
+def mirror_split_estimate(wm: dict, bp: dict) -> dict[str, float]:
+  """wm's step over bp's were each device to mirror only its share of the mirror batch: an estimate.
+
+  The mirror-only step's counts divided by the devices stand in for the
+  mirror pass inside the step; the all-reduce of B's update that such a
+  split needs is left out.
+  """
+  devices = wm["setup"]["devices"]
+  full = wm["full_224"]
+  out = {}
+  for key in ("flops", "bytes_accessed"):
+    mirror = full["mirror"]["cost"][key]
+    out[key] = (full["train"]["cost"][key] - mirror + mirror / devices) / bp["full_224"]["train"]["cost"][key]
+  return out
 
 
 def _gb(n: float | None) -> str:
@@ -384,87 +414,88 @@ def _collective_cell(summary: dict) -> str:
 
 
 def markdown(record: dict) -> str:
-  """The tables: the small-image check, the 224x224 compile, the projection and its assumptions."""
+  """The tables: programs and collectives, memory and cost at 224x224, the projection and its assumptions."""
   env = record["environment"]
   lines = [
-      f"Pod shape on {env['devices']} simulated CPU devices (jax {env['jax']}, {env['date']}); "
+      f"Pod shape on {env['devices']} simulated CPU devices (jax {env['jax']}, {env['date']}): "
       f"`{env['command']}`.",
       "",
       "| config | image | BatchNorm | step | programs | per-device batch | image arrays' batch "
       "| collectives (MB per device) | gradients MB (ops) | BatchNorm forward MB (ops) | running averages MB (ops) "
       "| other MB (ops) |",
-      "|---|---|---|---|---:|---:|---|---|---:|---:|---:|---:|",
+      "|---|---:|---|---|---:|---:|---|---|---:|---:|---:|---:|",
   ]
   for r in record["configs"]:
-    for label, bn in ((f"grouped_{SMALL_IMAGE}", f"groups of {r['setup']['batch_norm_group']}"),
-                      (f"whole_batch_bn_{SMALL_IMAGE}", "whole batch"), ("full_224", f"groups of "
-                                                                         f"{r['setup']['batch_norm_group']}")):
-      if label not in r:
-        continue
-      size = "224" if label == "full_224" else str(SMALL_IMAGE)
+    group = f"groups of {r['setup']['batch_norm_group']}"
+    for label, bn in (("grouped", group), ("whole_batch_bn", "whole batch"), ("full_224", group)):
       for step in ("train", "mirror"):
-        if step not in r[label]:
+        if step not in r.get(label, {}):
           continue
-        d = r[label][step]
-        a = d["attributed"]
+        d, a = r[label][step], r[label][step]["attributed"]
         lines.append(
-            f"| {r['config']} | {size} | {bn} | {step} | {d['programs']} | "
+            f"| {r['config']} | {r[label]['image_size']} | {bn} | {step} | {d['programs']} | "
             f"{d.get('per_device_batch', '') if step == 'train' else ''} | "
             f"{', '.join(map(str, d['image_batches']))} | {_collective_cell(d['collectives'])} | "
             + " | ".join(f"{a[p]['bytes'] / 1e6:.2f} ({a[p]['ops']})" for p in PARTS) + " |"
         )
-  lines += ["", "Runs at 32x32 (CPU, simulated devices: seconds say nothing of a pod):", ""]
-  for r in record["configs"]:
-    run = r.get(f"grouped_{SMALL_IMAGE}", {}).get("run")
-    if run:
-      lines.append(
-          f"- {r['config']}: train steps {', '.join(f'{s:.1f}' for s in run['train_step_seconds'])} s, "
-          f"loss {', '.join(f'{x:.3f}' for x in run['losses'])}, finite {run['finite']}, "
-          f"B moved by the train step: {run['feedback_moved']}"
-          + (f"; mirror-only step {run['mirror_only_seconds']:.1f} s" if "mirror_only_seconds" in run else "")
-      )
+  runs = [(r, r["grouped"]["run"]) for r in record["configs"] if "run" in r.get("grouped", {})]
+  if runs:
+    lines += ["", "Steps run (CPU, simulated devices: the seconds say nothing of a pod):", ""]
+  for r, run in runs:
+    overrides = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "none"
+    lines.append(
+        f"- {r['config']} at {r['grouped']['image_size']}x{r['grouped']['image_size']} (overrides: {overrides}): "
+        + (f"mirror-only step {run['mirror_only_seconds']:.1f} s; " if "mirror_only_seconds" in run else "")
+        + f"train steps {', '.join(f'{s:.1f}' for s in run['train_step_seconds'])} s, loss "
+        f"{', '.join(f'{x:.3f}' for x in run['losses'])}, finite {run['finite']}"
+        + ("" if run["feedback_moved"] is None else f", B moved by the train step: {run['feedback_moved']}")
+    )
+  full = [r for r in record["configs"] if "full_224" in r]
+  if not full:
+    return "\n".join(lines) + "\n"
   lines += [
       "",
-      "At 224x224, per device (64 examples), compiled for the CPU, float32 (XLA's CPU counts; a bf16 step "
-      "would move fewer bytes):",
+      "At 224x224, per device (64 examples): XLA's CPU counts of the float32 step "
+      "(`memory_analysis`, `cost_analysis`):",
       "",
       "| config | step | memory GB (args + out + temp - aliased) | temp GB | GFLOP | GB accessed |",
       "|---|---|---:|---:|---:|---:|",
   ]
-  for r in record["configs"]:
-    full = r.get("full_224")
-    if not full:
-      continue
+  for r in full:
     for step in ("train", "mirror"):
-      if step in full:
-        d = full[step]
+      if step in r["full_224"]:
+        d = r["full_224"][step]
         m = d["memory"] or {}
         lines.append(f"| {r['config']} | {step} | {_gb(m.get('total_bytes'))} | {_gb(m.get('temp_size_in_bytes'))} | "
                      f"{d['cost']['flops'] / 1e9:.0f} | {d['cost']['bytes_accessed'] / 1e9:.1f} |")
   lines += [
       "",
-      "Roofline lower bound, max(flops / peak, bytes / bandwidth) of the counts above, per worker of 64 examples "
-      "(a bound, not a measurement; communication not included):",
+      "Roofline lower bound per worker of 64 examples, max(flops / peak, bytes / bandwidth) of those counts "
+      "(a bound, not a measurement; communication left out):",
       "",
-      "| config | chip | step ms | bound by | mirror-only step ms | run hours (steps) | fits in memory |",
-      "|---|---|---:|---|---:|---|---|",
+      "| config | chip | flops bound ms | bytes bound ms | step bound ms | run hours (flops bound) | steps "
+      "| fits in memory |",
+      "|---|---|---:|---:|---:|---:|---|---|",
   ]
-  for r in record["configs"]:
-    for p in r.get("full_224", {}).get("projection", []):
+  for r in full:
+    for p in r["full_224"]["projection"]:
       lines.append(
-          f"| {r['config']} | {p['chip']} | {1e3 * p['step_seconds']:.1f} | "
-          f"{'compute' if p['compute_bound'] else 'memory'} | {1e3 * p['mirror_only_step_seconds']:.1f} | "
-          f"{p['run_hours']:.1f} ({p['train_steps']:,} + {p['mirror_only_steps']:,} mirror-only) | {p['fits']} |"
+          f"| {r['config']} | {p['chip']} | {1e3 * p['flops_seconds']:.1f} | {1e3 * p['bytes_seconds']:.1f} | "
+          f"{1e3 * p['step_seconds']:.1f} | {p['run_hours']:.1f} ({p['flops_run_hours']:.1f}) | "
+          f"{p['train_steps']:,} + {p['mirror_only_steps']:,} mirror-only | {p['fits']} |"
       )
-  shares = record.get("wm_over_bp")
-  if shares:
-    lines += ["", "wm against bp at 224x224: " + ", ".join(f"{k} {v:.2f}x" for k, v in shares.items()) + "."]
+  if record.get("wm_over_bp"):
+    lines += ["", "wm over bp per step at 224x224: " + ", ".join(
+        f"{k} {v:.2f}x" for k, v in record["wm_over_bp"].items()) + "; were each device to mirror only its share "
+        "of the mirror batch (an estimate: the mirror-only counts over the devices, B's all-reduce left out): "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in record["wm_mirror_split_estimate"].items()) + "."]
   lines += ["", "Chips: " + "; ".join(f"{c.name}: {c.source}" for c in CHIPS) + "."]
   return "\n".join(lines) + "\n"
 
 
 def run(out: str, configs: tuple[str, ...] = ("resnet50_wm", "resnet50_bp"), devices: int = DEVICES,
-        train_steps: int = 1, full_size: bool = True, command: str = "") -> dict:
+        train_steps: int = 0, full_size: bool = True, image_size: int = SMALL_IMAGE,
+        overrides: dict | None = None, command: str = "") -> dict:
   """Checks every config; writes ``out/pod_shape.{json,md}``."""
   if jax.device_count() < devices:
     raise ValueError(f"{jax.device_count()} devices, not {devices}: run this file as a script, which sets "
@@ -472,17 +503,16 @@ def run(out: str, configs: tuple[str, ...] = ("resnet50_wm", "resnet50_bp"), dev
   record = {
       "environment": {"devices": devices, "jax": jax.__version__, "backend": jax.default_backend(),
                       "date": datetime.date.today().isoformat(), "command": command},
-      "configs": [check(name, devices, train_steps, full_size) for name in configs],
+      "configs": [check(name, devices, train_steps, full_size, image_size, overrides) for name in configs],
   }
-  by_rule = {r["setup"]["rule"]: r.get("full_224") for r in record["configs"]}
-  if by_rule.get("wm") and by_rule.get("bp"):
-    wm, bp = by_rule["wm"]["train"], by_rule["bp"]["train"]
+  by_rule = {r["setup"]["rule"]: r for r in record["configs"] if "full_224" in r}
+  if "wm" in by_rule and "bp" in by_rule:
+    wm, bp = by_rule["wm"]["full_224"], by_rule["bp"]["full_224"]
     record["wm_over_bp"] = {
-        "flops": wm["cost"]["flops"] / bp["cost"]["flops"],
-        "bytes accessed": wm["cost"]["bytes_accessed"] / bp["cost"]["bytes_accessed"],
-        "H200 step bound": by_rule["wm"]["projection"][1]["step_seconds"] / by_rule["bp"]["projection"][1][
-            "step_seconds"],
+        "flops": wm["train"]["cost"]["flops"] / bp["train"]["cost"]["flops"],
+        "bytes accessed": wm["train"]["cost"]["bytes_accessed"] / bp["train"]["cost"]["bytes_accessed"],
     }
+    record["wm_mirror_split_estimate"] = mirror_split_estimate(by_rule["wm"], by_rule["bp"])
   path = pathlib.Path(out)
   path.mkdir(parents=True, exist_ok=True)
   (path / "pod_shape.json").write_text(json.dumps(record, indent=2, default=str))
@@ -490,16 +520,27 @@ def run(out: str, configs: tuple[str, ...] = ("resnet50_wm", "resnet50_bp"), dev
   return record
 
 
+def _override(text: str) -> tuple[str, Any]:
+  key, _, value = text.partition("=")
+  try:
+    return key, json.loads(value)
+  except json.JSONDecodeError:
+    return key, value
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="directory for pod_shape.json and pod_shape.md")
   parser.add_argument("--configs", default="resnet50_wm,resnet50_bp", help="names under configs/")
-  parser.add_argument("--steps", type=int, default=1, help="train steps run at 32x32 (0: compile only)")
+  parser.add_argument("--image-size", type=int, default=SMALL_IMAGE, help="the small images' side")
+  parser.add_argument("--steps", type=int, default=0, help="train steps run on the small images (0: none)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override for the small images' steps, e.g. mirror_batch_size=64")
   parser.add_argument("--no-full-size", action="store_true", help="skip the 224x224 compile")
   args = parser.parse_args(argv)
   command = "python benchmarks/pod_shape.py " + " ".join(argv if argv is not None else sys.argv[1:])
   run(args.out, tuple(args.configs.split(",")), train_steps=args.steps, full_size=not args.no_full_size,
-      command=command)
+      image_size=args.image_size, overrides=dict(map(_override, args.set)), command=command)
   sys.stdout.write((pathlib.Path(args.out) / "pod_shape.md").read_text())
 
 
