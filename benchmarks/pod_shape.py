@@ -481,14 +481,14 @@ def markdown(record: dict) -> str:
     for p in r["full_224"]["projection"]:
       lines.append(
           f"| {r['config']} | {p['chip']} | {1e3 * p['flops_seconds']:.1f} | {1e3 * p['bytes_seconds']:.1f} | "
-          f"{1e3 * p['step_seconds']:.1f} | {p['run_hours']:.1f} ({p['flops_run_hours']:.1f}) | "
+          f"{1e3 * p['step_seconds']:.1f} | {p['run_hours']:.2f} ({p['flops_run_hours']:.2f}) | "
           f"{p['train_steps']:,} + {p['mirror_only_steps']:,} mirror-only | {p['fits']} |"
       )
   if record.get("wm_over_bp"):
     lines += ["", "wm over bp per step at 224x224: " + ", ".join(
         f"{k} {v:.2f}x" for k, v in record["wm_over_bp"].items()) + "; were each device to mirror only its share "
         "of the mirror batch (an estimate: the mirror-only counts over the devices, B's all-reduce left out): "
-        + ", ".join(f"{k} {v:.2f}x" for k, v in record["wm_mirror_split_estimate"].items()) + "."]
+        + ", ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in record["wm_mirror_split_estimate"].items()) + "."]
   lines += ["", "Chips: " + "; ".join(f"{c.name}: {c.source}" for c in CHIPS) + "."]
   return "\n".join(lines) + "\n"
 
