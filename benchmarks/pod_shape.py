@@ -100,7 +100,7 @@ class Built:
   ds: Any
   train: Callable  # jitted (state, guard, batch, hparams) -> (state, guard, metrics)
   mirror: Callable | None  # jitted (state, hparams) -> state, for a rule that mirrors
-  new_state: Callable[[], Any]
+  new_state: Callable[..., Any]  # (shapes_only=False) -> the state, allocated on the mesh
   state: Any  # abstract, with shardings
   guard: Any
   batch: Any
@@ -137,6 +137,9 @@ def build(config, mesh=None, batch_keys: dict | None = None) -> Built:
     mesh: the devices (default: all, on the data axis).
     batch_keys: ``{key: (per-example shape, dtype)}`` of a raw training batch; default: read one
       from the data set.
+
+  Returns:
+    The jitted steps and abstract arguments to lower them with; nothing is allocated.
   """
   validate.check_config(config)
   if replicas.count(config) != 1:
@@ -155,7 +158,7 @@ def build(config, mesh=None, batch_keys: dict | None = None) -> Built:
   make_tx = lambda hp: optim.make(config, steps_per_epoch, None, hp)
   skip = bool(config.get("skip_nonfinite", False))
 
-  # As `wtfree.train._train_and_evaluate` composes its step for one seed.
+  # `wtfree.train._train_and_evaluate`'s composition for one seed: what the loop compiles is what is read here.
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
     return steps.train_step(state, batch, model=replica_model, tx=make_tx(hp), task=ds.task, learner=replica_learner,
@@ -529,6 +532,7 @@ def _override(text: str) -> tuple[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+  """The command line: runs the check and prints its tables."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="directory for pod_shape.json and pod_shape.md")
   parser.add_argument("--configs", default="resnet50_wm,resnet50_bp", help="names under configs/")
