@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wtfree import hlo
 from wtfree import models
 from wtfree import sharding
 from wtfree.models import batch_norm
@@ -88,8 +89,4 @@ def test_groups_of_one_devices_examples_normalise_on_the_device():
 
 def _operand_shapes(hlo_text: str) -> list[str]:
   """The shapes of every all-reduce's results in ``hlo_text``."""
-  shapes = []
-  for line in hlo_text.splitlines():
-    if " all-reduce(" in line:
-      shapes += re.findall(r"f32\[[\d,]*\]", line.split("=", 1)[1].split("all-reduce(", 1)[0])
-  return shapes
+  return [s for op in hlo.collectives(hlo_text) if op.kind == "all-reduce" for s in op.shapes]

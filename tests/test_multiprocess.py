@@ -1,7 +1,7 @@
-"""Two processes on this machine train as two hosts would, and agree with one.
+"""Two processes on this machine train as two hosts would, and agree with one; four of eight devices, as 32.
 
 Each process runs ``wtfree.main`` (through tests/multiprocess_worker.py, which
-also saves the final state it holds) with one CPU device, joined by
+also saves the final state it holds) with one CPU device (eight in the pod-shape run), joined by
 ``jax.distributed`` over localhost and gloo collectives, on a shared workdir as
 a pod shares a gs:// bucket.
 """
@@ -166,6 +166,36 @@ def test_shared_checkpoint_is_whole(runs):
   )
 
 
+POD_HOSTS, POD_DEVICES = 4, 8
+
+
+@pytest.mark.slow
+def test_four_hosts_of_eight_devices_equal_one_host_of_thirty_two(tmp_path):
+  """Akrout's pod shape in small: 4 processes x 8 devices, one data axis of 32, as one process with 32."""
+  multi, single = tmp_path / "multi", tmp_path / "single"
+  for d in (multi / "out", single / "out"):
+    d.mkdir(parents=True)
+  flags = [*FLAGS, "--config.batch_size=64", "--config.angles=False"]
+  address = f"127.0.0.1:{_free_port()}"
+  hosts = [
+      _env(multi / "out", POD_DEVICES, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
+           JAX_NUM_PROCESSES=str(POD_HOSTS), JAX_PROCESS_ID=str(i))
+      for i in range(POD_HOSTS)
+  ]
+  _run_all([(hosts[i], multi / "workdir", multi / f"process_{i}.log") for i in range(POD_HOSTS)], flags)
+  _run_all([(_env(single / "out", POD_HOSTS * POD_DEVICES), single / "workdir", single / "process_0.log")], flags)
+  for i in range(POD_HOSTS):
+    log = (multi / f"process_{i}.log").read_text()
+    assert f"JAX process {i} of {POD_HOSTS}, {POD_DEVICES} local of {POD_HOSTS * POD_DEVICES} devices (cpu)" in log
+  reference = np.load(single / "out" / "state_0.npz")
+  assert int(reference["step"]) == STEPS
+  for i in range(POD_HOSTS):
+    state = np.load(multi / "out" / f"state_{i}.npz")
+    assert sorted(state.files) == sorted(reference.files)
+    for k in state.files:
+      np.testing.assert_allclose(state[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=f"process {i}: {k}")
+
+
 def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):
   from absl import app
   from wtfree import main
@@ -182,16 +212,17 @@ def test_main_reads_process_count_and_id_from_the_environment(monkeypatch):
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
+@pytest.mark.parametrize("count,devices", [(2, 1), (POD_HOSTS, POD_DEVICES)])
+def test_sigterm_on_one_host_stops_all_at_the_same_step(tmp_path, count, devices):
   """A pod's hosts get SIGTERM at different times, or only some: all must save the same step."""
   address = f"127.0.0.1:{_free_port()}"
   (tmp_path / "out").mkdir()
-  flags = [*FLAGS, "--config.checkpoint_every_steps=100000", "--config.angles=False"]
-  processes, logs = [], [tmp_path / f"process_{i}.log" for i in range(2)]
+  flags = [*FLAGS, "--config.batch_size=64", "--config.checkpoint_every_steps=100000", "--config.angles=False"]
+  processes, logs = [], [tmp_path / f"process_{i}.log" for i in range(count)]
   hosts = [
-      _env(tmp_path / "out", 1, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
-           JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
-      for i in range(2)
+      _env(tmp_path / "out", devices, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,
+           JAX_NUM_PROCESSES=str(count), JAX_PROCESS_ID=str(i))
+      for i in range(count)
   ]
   try:
     for i, env in enumerate(hosts):
@@ -213,7 +244,7 @@ def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
         p.kill()
         p.wait()
   texts = [log.read_text() for log in logs]
-  assert codes == [143, 143], f"exit codes {codes}\n" + "\n".join(t[-3000:] for t in texts)
+  assert codes == [143] * count, f"exit codes {codes}\n" + "\n".join(t[-3000:] for t in texts)
   stopped = [re.search(r"stopped on SIGTERM after step (\d+)", t) for t in texts]
   assert all(stopped), texts
   steps = {int(m.group(1)) for m in stopped}
@@ -222,7 +253,7 @@ def test_sigterm_on_one_host_stops_both_at_the_same_step(tmp_path):
   assert checkpoint.Checkpointer(str(tmp_path / "workdir")).latest_step() == stopped_at
   # The same command resumes from there on both hosts.
   resumed = [*flags, f"--config.num_steps={stopped_at + 5}"]
-  _run_all([(hosts[i], tmp_path / "workdir", tmp_path / f"resumed_{i}.log") for i in range(2)], resumed)
+  _run_all([(hosts[i], tmp_path / "workdir", tmp_path / f"resumed_{i}.log") for i in range(count)], resumed)
   assert f"Resumed from the checkpoint at step {stopped_at}" in (tmp_path / "resumed_0.log").read_text()
-  states = [np.load(tmp_path / "out" / f"state_{i}.npz") for i in range(2)]
-  assert int(states[0]["step"]) == int(states[1]["step"]) == stopped_at + 5
+  states = [np.load(tmp_path / "out" / f"state_{i}.npz") for i in range(count)]
+  assert {int(s["step"]) for s in states} == {stopped_at + 5}

@@ -162,7 +162,7 @@ def specialise(model, learner: learning.Learner, hparams) -> tuple[Any, learning
 
 
 def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learning.Learner | None = None,
-                       num_seeds: int = 1, replica_seeds=None, hparams=None) -> TrainState:
+                       num_seeds: int = 1, replica_seeds=None, hparams=None, shapes_only: bool = False) -> TrainState:
   """Initialises the state shape-first on ``mesh``, through ``learner.init``.
 
   With ``num_seeds > 1`` every leaf has a leading replica axis: replica s is
@@ -171,7 +171,9 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
   ``replica_seeds`` (a sequence of seeds, one per replica, e.g. a sweep's
   `wtfree.replicas.seeds`) replaces ``seed + s``, and ``hparams``
   (`wtfree.replicas.hparams`: values per replica) gives each replica its
-  rule's options at init (`specialise`).
+  rule's options at init (`specialise`). With ``shapes_only`` nothing is
+  allocated: the state's ``jax.ShapeDtypeStruct`` leaves, with the shardings
+  it would have, to compile a step against (``jit(...).lower(state, ...)``).
   """
   learner = learner or make_learner(model, input_shape)
 
@@ -199,6 +201,8 @@ def create_train_state(model, tx, input_shape, seed: int, mesh, learner: learnin
     rng, place = jax.vmap(jax.random.key)(seeds), sharding.replica_sharding(mesh)
     init = replicas.per_replica(init, num_seeds)
   abstract = jax.eval_shape(init, rng, hparams)
+  if shapes_only:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=place), abstract)
   return jit(init, runs_once=True, out_shardings=jax.tree.map(lambda _: place, abstract))(rng, hparams)
 
 

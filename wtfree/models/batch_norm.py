@@ -16,6 +16,9 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
+# The name scope of the running averages' update, as compiled programs name its operations.
+RUNNING_AVERAGES = "batch_norm_running_averages"
+
 
 class GroupedBatchNorm(nn.Module):
   """``nn.BatchNorm`` whose training statistics are taken per group of ``group_size`` examples.
@@ -68,6 +71,8 @@ class GroupedBatchNorm(nn.Module):
       y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
       if not self.is_initializing() and self.is_mutable_collection("batch_stats"):
         shape = (-1, features)
-        mean_stat.value = self.momentum * mean_stat.value + (1 - self.momentum) * mean.reshape(shape).mean(0)
-        var_stat.value = self.momentum * var_stat.value + (1 - self.momentum) * var.reshape(shape).mean(0)
+        # Named, so that a compiled step's collectives tell this reduction from the statistics'.
+        with jax.named_scope(RUNNING_AVERAGES):
+          mean_stat.value = self.momentum * mean_stat.value + (1 - self.momentum) * mean.reshape(shape).mean(0)
+          var_stat.value = self.momentum * var_stat.value + (1 - self.momentum) * var.reshape(shape).mean(0)
     return (y * scale + bias).astype(dtype)
