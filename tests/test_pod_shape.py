@@ -73,6 +73,8 @@ def test_the_mirror_pass_is_inside_the_train_step(wm_grouped):
   # The mirror-only step's first-layer noise is drawn in the train step too...
   noise = pod_shape.noise_batches(mirror_text, built)
   assert noise and set(noise) <= set(pod_shape.noise_batches(train_text, built))
+  # Each device draws and mirrors its own share of the mirror batch, not all of it.
+  assert MIRROR_BATCH // 8 in noise and MIRROR_BATCH not in noise
   # ...and one call of the train step moves B.
   ran = pod_shape.run_steps(built, compiled, 1)
   assert ran["feedback_moved"] and ran["finite"] and np.isfinite(ran["losses"][0])

@@ -199,7 +199,8 @@ class Learner:
     placeholders = self._zeros(self.mirror_batch_size)
     if self.input_sharding is not None:
       placeholders = jax.tree.map(lambda p: jax.lax.with_sharding_constraint(p, self.input_sharding), placeholders)
-    settings = feedback.BetweenSteps(passes=self.passes, weight_decay_rate=weight_decay_rate)
+    settings = feedback.BetweenSteps(passes=self.passes, weight_decay_rate=weight_decay_rate,
+                                     sharding=self.input_sharding)
     # Unrolled: XLA:CPU runs convolutions inside a while loop many times slower.
     for i in range(self.passes):
       pass_key = jax.random.fold_in(key, i)

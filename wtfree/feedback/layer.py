@@ -133,10 +133,16 @@ def _between_steps(module, rule, op, inputs, kernel, state, values, activation, 
   if not rule.learns_between_steps or not module.is_mutable_collection(rule.collection):
     return
   settings = settings if isinstance(settings, step.BetweenSteps) else step.BetweenSteps()
+
+  def noise(kind):
+    drawn = counter_prng.unit_noise(module.make_rng("mirror"), inputs.shape, inputs.dtype, kind)
+    # Split like the batch: unconstrained, every device would draw and mirror the whole of it.
+    return drawn if settings.sharding is None else jax.lax.with_sharding_constraint(drawn, settings.sharding)
+
   ctx = registry.StepContext(
       op=op,
       inputs=inputs,
-      noise=lambda kind: counter_prng.unit_noise(module.make_rng("mirror"), inputs.shape, inputs.dtype, kind),
+      noise=noise,
       activation=activation,
       bias=bias,
       passes=settings.passes,

@@ -46,10 +46,14 @@ class BetweenSteps:
     weight_decay_rate: the fraction by which the loop's weight decay shrinks
       a weight that gets no gradient in this step (``lr_t * weight_decay /
       (1 - momentum)`` in wtfree's loop), or None where the loop has none.
+    sharding: how the passes' batch is split over devices (the train
+      step's batch sharding), for the noise each layer draws; None to let
+      XLA place it (on one device, or copied to every device).
   """
 
   passes: int = 1
   weight_decay_rate: Array | float | None = None
+  sharding: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
