@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -101,12 +100,7 @@ def _one_step(rule: str):
   """The state before and after one train step of `_ConvNet` under ``rule``, and its metrics."""
   mesh = sharding.make_mesh(jax.devices()[:1])
   model = _ConvNet(rule)
-  config = ml_collections.ConfigDict({
-      "optimizer": "sgd", "learning_rate": 0.5, "scale_lr_by_batch": False, "momentum": 0.0,
-      "nesterov": False, "weight_decay": 0.0, "batch_manhattan": False, "schedule": "constant",
-      "warmup_epochs": 0.0, "mirror_epochs": 0.0, "num_epochs": 1.0, "batch_size": 4,
-  })
-  tx = optim.make(config, steps_per_epoch=10)
+  tx = optim.chain(0.5)
   learner = train.make_learner(model, (8, 8, 2), mirror_batch_size=4, mesh=mesh)
   state = train.create_train_state(model, tx, (8, 8, 2), 0, mesh, learner)
   batch = {"image": jax.random.normal(jax.random.key(3), (4, 8, 8, 2)), "label": jnp.arange(4) % 3}

@@ -132,6 +132,26 @@ def test_sgd_matches_optax_sgd_with_masked_decay():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u1, u2)
 
 
+def test_the_chain_is_built_from_optax_style_arguments_without_a_config():
+  params, grads = _sa_mlp()
+  ours = optim.chain(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+  reference = optax.chain(optax.add_decayed_weights(1e-4, mask=optim.decay_mask),
+                          optax.sgd(0.1, momentum=0.9, nesterov=True))
+  s1, s2 = ours.init(params), reference.init(params)
+  for i in range(3):
+    g = jax.tree.map(lambda x: x * (i + 1.0), grads)
+    u1, s1 = ours.update(g, s1, params)
+    u2, s2 = reference.update(g, s2, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u1, u2)
+  # The config's chain is this one with the config's values.
+  from_config = optim.make(_config(momentum=0.9, nesterov=True, weight_decay=1e-4), steps_per_epoch=10)
+  u3, _ = from_config.update(grads, from_config.init(params), params)
+  u4, _ = ours.update(grads, ours.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, u3, u4)
+  with pytest.raises(ValueError, match="optimizer 'lamb' is not one of sgd, adam"):
+    optim.chain(0.1, optimizer="lamb")
+
+
 def test_adam_first_step_has_size_lr():
   params, grads = _sa_mlp()
   tx = optim.make(_config(optimizer="adam", learning_rate=1e-3), steps_per_epoch=10)

@@ -48,35 +48,24 @@ def _all_leaves(params) -> Any:
 _DECAY_SETS: dict[str, Callable[[Any], Any]] = {"kernels": decay_mask, "all": _all_leaves}
 
 
-def _sgd(config, hparams) -> optax.GradientTransformation:
-  # A swept momentum keeps its trace even where a cell's value is 0, so
-  # that every cell has the same optimizer state.
-  momentum = hparams.get("momentum", config.get("momentum", 0.0))
-  if "momentum" not in hparams and not momentum:
-    return optax.identity()
-  return optax.trace(decay=momentum, nesterov=bool(config.get("nesterov", False)))
+def _given(value) -> bool:
+  """Whether an optional setting is in the chain: set and not a plain 0 (a traced value, even 0, always is)."""
+  return value is not None and not (isinstance(value, (int, float)) and value == 0)
 
 
-def _adam(config, hparams) -> optax.GradientTransformation:
-  del hparams
-  return optax.scale_by_adam(
-      b1=config.get("b1", 0.9), b2=config.get("b2", 0.999), eps=config.get("eps", 1e-8)
-  )
-
-
-_OPTIMIZERS: dict[str, Callable[[Any, dict], optax.GradientTransformation]] = {"sgd": _sgd, "adam": _adam}
+_OPTIMIZERS = ("sgd", "adam")
 
 
 def base_learning_rate(config, learning_rate=None):
   """``config.learning_rate`` (or ``learning_rate``), times ``config.batch_size / 256`` if ``scale_lr_by_batch``.
 
-  The switch ``config.scale_lr_by_batch`` defaults to True: the ImageNet
-  configs quote learning rates per 256 examples (Akrout et al.: 0.1 per 256).
-  Small-data configs that quote the rate as used should set it False.
+  The switch ``config.scale_lr_by_batch`` is False by default
+  (`wtfree.defaults`): the rate is used as quoted. The ImageNet configs set
+  it, as they quote rates per 256 examples (Akrout et al.: 0.1 per 256).
   ``learning_rate`` may be a traced per-replica value (a sweep's).
   """
   lr = float(config.learning_rate) if learning_rate is None else learning_rate
-  if config.get("scale_lr_by_batch", True):
+  if config.get("scale_lr_by_batch", False):
     lr *= config.batch_size / REFERENCE_BATCH
   return lr
 
@@ -186,35 +175,92 @@ def weight_decay_rate(config, steps_per_epoch: float, hparams=None) -> optax.Sch
   return lambda step: lr(step) * per_lr
 
 
-def check_names(config) -> None:
+def check_names(*, optimizer: str = "sgd", weight_decay_on: str = "kernels",
+                bias_learning_rate_scale: float = 1.0) -> None:
+  """Raises ValueError unless the optimizer and decay set exist and the bias scale is >= 0."""
+  if optimizer not in _OPTIMIZERS:
+    raise ValueError(f"optimizer {optimizer!r} is not one of {', '.join(_OPTIMIZERS)}")
+  if not bias_learning_rate_scale >= 0:
+    raise ValueError(f"bias_learning_rate_scale {bias_learning_rate_scale} is negative: use e.g. 1.0 (the kernels' "
+                     "rate) or 1/128 (Akrout et al.'s reference code)")
+  if weight_decay_on not in _DECAY_SETS:
+    raise ValueError(f"weight_decay_on {weight_decay_on!r} is not one of {', '.join(_DECAY_SETS)}")
+
+
+def check_config(config) -> None:
   """Raises ValueError unless the config's optimizer, schedule and decay set exist and the bias scale is >= 0."""
-  if config.optimizer not in _OPTIMIZERS:
-    raise ValueError(f"optimizer {config.optimizer!r} is not one of {', '.join(_OPTIMIZERS)}")
   if config.schedule not in _SCHEDULES:
     raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
-  bias_scale = config.get("bias_learning_rate_scale", 1.0)
-  if not bias_scale >= 0:
-    raise ValueError(f"bias_learning_rate_scale {bias_scale} is negative: use e.g. 1.0 (the kernels' rate) "
-                     "or 1/128 (Akrout et al.'s reference code)")
-  decay_on = config.get("weight_decay_on", "kernels")
-  if decay_on not in _DECAY_SETS:
-    raise ValueError(f"weight_decay_on {decay_on!r} is not one of {', '.join(_DECAY_SETS)}")
+  check_names(optimizer=config.optimizer, weight_decay_on=config.get("weight_decay_on", "kernels"),
+              bias_learning_rate_scale=config.get("bias_learning_rate_scale", 1.0))
+
+
+def chain(
+    learning_rate: float | optax.Schedule,
+    *,
+    optimizer: str = "sgd",
+    momentum=None,
+    nesterov: bool = False,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay=None,
+    weight_decay_on: str = "kernels",
+    batch_manhattan: bool = False,
+    bias_learning_rate_scale: float = 1.0,
+    frozen=None,
+) -> optax.GradientTransformation:
+  """wtfree's optimizer as one optax chain, from optax-style arguments; no config needed.
+
+  ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr [-> bias scale]``.
+
+  Args:
+    learning_rate: a rate, or an optax schedule of the optimizer's update count.
+    optimizer: 'sgd' (with ``momentum``, ``nesterov``) or 'adam' (``b1``,
+      ``b2``, ``eps``).
+    momentum: SGD's momentum; None or 0 for plain SGD. A traced value (a
+      sweep's) keeps its trace in the chain even where it is 0.
+    nesterov: Nesterov momentum.
+    b1, b2, eps: Adam's moment decays and epsilon.
+    weight_decay: L2 weight decay added to the gradients; None or 0 for
+      none (a traced value, even 0, keeps the transform).
+    weight_decay_on: 'kernels' (W only) or 'all' (every parameter, as
+      torch's SGD decays).
+    batch_manhattan: replace each gradient by its sign (Liao et al. 2016).
+    bias_learning_rate_scale: the biases' rate as a multiple of the
+      kernels' (Akrout et al.'s reference code steps its biases at 1/128).
+    frozen: a mask of parameters that take no update of any kind
+      (`wtfree.learning.Learner.frozen`), or None.
+
+  Raises:
+    ValueError: for an unknown optimizer or decay set, or a negative bias scale.
+  """
+  check_names(optimizer=optimizer, weight_decay_on=weight_decay_on, bias_learning_rate_scale=bias_learning_rate_scale)
+  transforms = []
+  if _given(weight_decay):
+    transforms.append(optax.add_decayed_weights(weight_decay, mask=_DECAY_SETS[weight_decay_on]))
+  if batch_manhattan:
+    transforms.append(batch_manhattan())
+  if optimizer == "adam":
+    transforms.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
+  elif _given(momentum):
+    transforms.append(optax.trace(decay=momentum, nesterov=nesterov))
+  transforms.append(optax.scale_by_learning_rate(learning_rate))
+  if bias_learning_rate_scale != 1.0:
+    transforms.append(optax.masked(optax.scale(bias_learning_rate_scale), bias_mask))
+  tx = optax.chain(*transforms)
+  return tx if frozen is None else freeze(tx, frozen)
 
 
 def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.GradientTransformation:
-  """The optimizer of a run, as one optax chain.
+  """The optimizer of a run, as one optax chain: `chain` with the config's settings.
 
-  Reads ``config.optimizer`` ('sgd' with ``momentum`` and ``nesterov``, or
-  'adam' with ``b1``, ``b2``, ``eps``), ``config.weight_decay`` (L2, added to
-  the gradients of kernels, or of all parameters with
-  ``config.weight_decay_on='all'``), ``config.batch_manhattan``, the
-  learning-rate fields read by `schedule` and ``config.bias_learning_rate_scale``
-  (the biases' rate as a multiple of the kernels'; Akrout et al.'s reference
-  code steps its biases at 1/128 of the rate).
-
-  The train loop does not call the optimizer in mirror-only steps, so its
-  n-th update (counting from 0) is global step ``mirror_steps + n`` and takes
-  `schedule`'s rate there.
+  Reads ``config.optimizer``, ``momentum``, ``nesterov``, ``b1``, ``b2``,
+  ``eps``, ``weight_decay``, ``weight_decay_on``, ``batch_manhattan``,
+  ``bias_learning_rate_scale`` and the learning-rate fields read by
+  `schedule`. The train loop does not call the optimizer in mirror-only
+  steps, so its n-th update (counting from 0) is global step
+  ``mirror_steps + n`` and takes `schedule`'s rate there.
 
   Args:
     config: the run's config.
@@ -226,28 +272,26 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
       (`wtfree.grid`); a swept field keeps its transform in the chain even
       where its value is 0.
 
-  Returns:
-    ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr [-> bias scale]``.
-
   Raises:
     ValueError: for an unknown optimizer, schedule or decay set.
   """
-  check_names(config)
+  check_config(config)
   hparams = dict(hparams or {})
-  chain = []
-  weight_decay = hparams.get("weight_decay", config.get("weight_decay", 0.0))
-  if "weight_decay" in hparams or weight_decay:
-    chain.append(optax.add_decayed_weights(weight_decay, mask=_DECAY_SETS[config.get("weight_decay_on", "kernels")]))
-  if config.get("batch_manhattan", False):
-    chain.append(batch_manhattan())
-  chain.append(_OPTIMIZERS[config.optimizer](config, hparams))
   lr, offset = schedule(config, steps_per_epoch, hparams), mirror_steps(config, steps_per_epoch)
-  chain.append(optax.scale_by_learning_rate(lambda count: lr(count + offset)))
-  bias_scale = config.get("bias_learning_rate_scale", 1.0)
-  if bias_scale != 1.0:
-    chain.append(optax.masked(optax.scale(bias_scale), bias_mask))
-  tx = optax.chain(*chain)
-  return tx if frozen is None else freeze(tx, frozen)
+  return chain(
+      lambda count: lr(count + offset),
+      optimizer=config.optimizer,
+      momentum=hparams.get("momentum", config.get("momentum", 0.0)),
+      nesterov=bool(config.get("nesterov", False)),
+      b1=config.get("b1", 0.9),
+      b2=config.get("b2", 0.999),
+      eps=config.get("eps", 1e-8),
+      weight_decay=hparams.get("weight_decay", config.get("weight_decay", 0.0)),
+      weight_decay_on=config.get("weight_decay_on", "kernels"),
+      batch_manhattan=bool(config.get("batch_manhattan", False)),
+      bias_learning_rate_scale=config.get("bias_learning_rate_scale", 1.0),
+      frozen=frozen,
+  )
 
 
 def freeze(tx: optax.GradientTransformation, mask) -> optax.GradientTransformation:

@@ -68,7 +68,7 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
     raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
   data.check_name(config.dataset)
   data.check_options(config)
-  optim.check_names(config)
+  optim.check_config(config)
   loss = config.get("loss", None)
   if loss is not None and loss not in steps_lib.LOSSES:
     raise ValueError(f"loss {loss!r} is not one of {', '.join(steps_lib.LOSSES)}")
