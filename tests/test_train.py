@@ -127,3 +127,19 @@ def test_loss_names_are_checked():
     steps.task_with_loss("regression", "sigmoid_binary_cross_entropy")
   with pytest.raises(ValueError, match="loss 'hinge' is not one of"):
     validate.check_config(_config(loss="hinge"))
+
+
+def test_a_periodic_action_added_from_outside_runs_at_its_period_and_is_logged(tmp_path):
+  from wtfree import actions  # pylint: disable=g-import-not-at-top
+
+  def head_norm(step, state):
+    return {"head_norm": float(jnp.linalg.norm(state.params["head"]["kernel"])), "at": step}
+
+  probe = actions.Periodic("probe", every_steps=7, fn=head_norm)
+  state = train.train_and_evaluate(_config(num_steps=20), str(tmp_path), actions=[probe])
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  probes = [line for line in lines if line["split"] == "probe"]
+  assert [line["step"] for line in probes] == [7, 14, 20] and all(p["at"] == p["step"] for p in probes)
+  assert probes[-1]["head_norm"] == pytest.approx(float(jnp.linalg.norm(state.params["head"]["kernel"])))
+  with pytest.raises(ValueError, match="every_steps 0 is not a positive step count"):
+    actions.Periodic("probe", every_steps=0, fn=head_norm)

@@ -1,5 +1,6 @@
 """The training loop: data, steps, checkpoints, logs and evaluation, from a config."""
 
+from collections.abc import Sequence
 import functools
 import itertools
 import json
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from wtfree import actions as actions_lib
 from wtfree import checkpoint
 from wtfree import data
 from wtfree import dispatch
@@ -104,7 +106,8 @@ def _save_config(config, workdir: str) -> None:
       saved.write_text(text)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False,
+                       actions: Sequence[actions_lib.Periodic] = ()) -> TrainState:
   """Trains and evaluates the run ``config`` describes, resuming from ``workdir``.
 
   Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
@@ -132,6 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
       back to its state at the last log, eval or checkpoint boundary before
       it diverged and stays there, reported in ``workdir/diverged.json``,
       while the others go on (a sweep's cells), instead of stopping the run.
+    actions: `wtfree.actions.Periodic` actions the loop runs at their
+      periods, after its own evaluation, logging what they return.
 
   Returns:
     The final train state (with a leading replica axis when ``num_seeds > 1``).
@@ -145,10 +150,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   validate.check_config(config)
   validate.check_workdir(config, workdir)
   with lock.hold(workdir):
-    return _train_and_evaluate(config, workdir, keep_going)
+    return _train_and_evaluate(config, workdir, keep_going, tuple(actions))
 
 
-def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
+def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) -> TrainState:
   """`train_and_evaluate`'s work, with the config checked and the workdir held."""
   began = time.time()
   n = replicas.count(config)
@@ -303,7 +308,8 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
   last_batch = None
   # Several hosts agree on the step to stop at after every step (JAX's preemption service).
   every = (1,) if jax.process_count() > 1 else (
-      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
+      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
+      *(action.every_steps for action in actions))
   longest = dispatch.longest_run(total_steps, every)
   tick, tick_step = time.time(), start
   step = start
@@ -381,6 +387,12 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool) -> TrainState:
         if done % config.eval_every_steps == 0 or done == total_steps:
           flush()
           evaluate(done)
+        for action in actions:
+          if action.due(done, total_steps):
+            flush()
+            results = action.fn(done, state)
+            if results:
+              writer.write(done, action.name, results)
         stopping = stop.should_stop(done)
         save(done, force=done == total_steps or stopping)
         if stopping:
