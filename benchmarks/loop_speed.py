@@ -6,7 +6,7 @@
 The loop is `wtfree.train.train_and_evaluate` on ``configs/digits_mlp.py``
 (logging, angles, evaluation and checkpoints included); its speed is the
 median ``train/examples_per_second`` over its log windows, the first (which
-compiles) left out. The reference is `wtfree.train.train_step` of the same
+compiles) left out. The reference is `wtfree.steps.train_step` of the same
 model and optimizer in a bare ``lax.scan`` over batches gathered on the device,
 keeping the step's metrics and nothing else, timed after compiling (the median of five scans of as many
 steps as a log window). The two alternate for ``--rounds``
@@ -64,11 +64,11 @@ def scan_examples_per_second(config, steps: int) -> float:
   spe = ds.num_train // config.batch_size
   tx = optim.make(config, spe)
   mesh = sharding.make_mesh()
-  learner = train.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
-  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
+  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
+  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
   x, y = (jnp.asarray(a) for a in ds.arrays["train"])
   indices = jnp.asarray(ds.train_indices(0, steps))
-  step = functools.partial(train.train_step, model=model, tx=tx, task=ds.task, learner=learner)
+  step = functools.partial(steps.train_step, model=model, tx=tx, task=ds.task, learner=learner)
 
   @train_steps.jit  # compiled as the loop compiles its steps
   def run(state, indices):

@@ -10,7 +10,7 @@ import pytest
 from wtfree import models
 from wtfree import optim
 from wtfree import sharding
-from wtfree import train
+from wtfree import steps
 from wtfree import validate
 
 CONFIGS = sorted(
@@ -41,9 +41,9 @@ def test_config_takes_one_step(name):
   dtype = np.int32 if language else np.float32
   model = models.create(config, classes, input_shape, dtype)
   tx = optim.make(config, steps_per_epoch=10)
-  learner = train.make_learner(model, input_shape, mirror_batch_size=config.mirror_batch_size,
+  learner = steps.make_learner(model, input_shape, mirror_batch_size=config.mirror_batch_size,
                                passes=config.mirror_passes, input_dtype=dtype)
-  state = train.create_train_state(model, tx, input_shape, config.seed, mesh, learner)
+  state = steps.create_train_state(model, tx, input_shape, config.seed, mesh, learner)
   rng = np.random.default_rng(0)
   if language:
     tokens = rng.integers(0, classes, size=(8, input_shape[0] + 1), dtype=np.int32)
@@ -55,7 +55,7 @@ def test_config_takes_one_step(name):
     }
   task = "language_model" if language else "classification"
   before = jax.device_get(state.params)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=task, learner=learner))
+  step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=task, learner=learner))
   new_state = state
   # Two steps: a linear warm-up gives the first one a learning rate of 0.
   for _ in range(2):

@@ -14,7 +14,7 @@ from wtfree import feedback
 from wtfree import nn as wnn
 from wtfree import optim
 from wtfree import sharding
-from wtfree import train
+from wtfree import steps
 from wtfree.backend import conv_lowering
 
 # (image, channels in, out, window, strides, padding, feature groups,
@@ -101,10 +101,10 @@ def _one_step(rule: str):
   mesh = sharding.make_mesh(jax.devices()[:1])
   model = _ConvNet(rule)
   tx = optim.chain(0.5)
-  learner = train.make_learner(model, (8, 8, 2), mirror_batch_size=4, mesh=mesh)
-  state = train.create_train_state(model, tx, (8, 8, 2), 0, mesh, learner)
+  learner = steps.make_learner(model, (8, 8, 2), mirror_batch_size=4, mesh=mesh)
+  state = steps.create_train_state(model, tx, (8, 8, 2), 0, mesh, learner)
   batch = {"image": jax.random.normal(jax.random.key(3), (4, 8, 8, 2)), "label": jnp.arange(4) % 3}
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, task="classification", learner=learner))
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, task="classification", learner=learner))
   before = jax.device_get(state)
   return (before, *jax.device_get(step(state, sharding.global_batch(batch, mesh))))
 

@@ -14,7 +14,7 @@ from wtfree import learning
 from wtfree import metrics
 from wtfree import optim
 from wtfree import sharding
-from wtfree import train
+from wtfree import steps
 
 RNGS = {"params": jax.random.key(1), "feedback": jax.random.key(2)}
 
@@ -283,12 +283,12 @@ def test_train_step_and_alignment_step_run_a_converted_model(rule):
   model = convert.convert(MLP(), rule, mirror_activation=jnp.tanh)
   tx = optax.sgd(0.1)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  learner = train.make_learner(model, (5,), mirror_batch_size=32)
-  state = train.create_train_state(model, tx, (5,), 0, mesh, learner)
+  learner = steps.make_learner(model, (5,), mirror_batch_size=32)
+  state = steps.create_train_state(model, tx, (5,), 0, mesh, learner)
   assert jax.tree.structure(state.params) == jax.tree.structure(MLP().init(RNGS, jnp.ones((1, 5)))["params"])
   batch = {"image": jax.random.normal(jax.random.key(0), (16, 5)), "label": jnp.arange(16) % 3}
   new_state, step_metrics = jax.jit(
-      lambda s, b: train.train_step(s, b, model=model, tx=tx, task="classification", learner=learner)
+      lambda s, b: steps.train_step(s, b, model=model, tx=tx, task="classification", learner=learner)
   )(state, batch)
   assert bool(step_metrics["finite"])
   for layer in ("hidden", "out"):
@@ -297,7 +297,7 @@ def test_train_step_and_alignment_step_run_a_converted_model(rule):
   changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
   assert len(changed) == 2
   assert all(changed) if rule == "wm" else not any(changed)
-  angles = jax.jit(lambda s, b: train.alignment_step(s, b, model=model, task="classification"))(new_state, batch)
+  angles = jax.jit(lambda s, b: steps.alignment_step(s, b, model=model, task="classification"))(new_state, batch)
   assert float(angles["angle/delta/out"]) < 1e-3
   assert 10 < float(angles["angle/delta/hidden"]) < 170
   if rule != "dfa":

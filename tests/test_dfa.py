@@ -21,7 +21,6 @@ from wtfree import nn as wnn
 from wtfree import optim
 from wtfree import sharding
 from wtfree import steps
-from wtfree import train
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -118,8 +117,8 @@ def _state_and_batch(config, steps=0):
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
   tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
-  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task))
+  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
+  step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task))
   batches = ds.train_batches()
   losses = []
   for _ in range(steps):
@@ -132,7 +131,7 @@ def test_delta_angles_start_near_90_and_every_layer_reports_a_weight_ratio():
   config = digits_mlp.get_config()
   config.rule = "dfa"
   model, ds, state, batch, _ = _state_and_batch(config)
-  result = jax.device_get(train.alignment_step(state, batch, model=model, task=ds.task))
+  result = jax.device_get(steps.alignment_step(state, batch, model=model, task=ds.task))
   assert 75.0 < result["angle/delta/Dense_0"] < 105.0
   assert 60.0 < result["angle/delta/Dense_1"] < 120.0
   assert result["angle/delta/head"] < 1e-3  # the output layer's error is e itself

@@ -19,6 +19,7 @@ from wtfree import metrics
 from wtfree import models
 from wtfree import optim
 from wtfree import sharding
+from wtfree import steps
 from wtfree import train
 from wtfree import nn as wnn
 
@@ -122,7 +123,7 @@ def test_shallow_leaves_hidden_kernels_bit_identical(tmp_path):
   final = train.train_and_evaluate(config, str(tmp_path))
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
-  start = train.create_train_state(model, optim.make(config, 40), ds.input_shape, config.seed, sharding.make_mesh())
+  start = steps.create_train_state(model, optim.make(config, 40), ds.input_shape, config.seed, sharding.make_mesh())
   for layer in ("Dense_0", "Dense_1"):
     for leaf in start.params[layer]:
       np.testing.assert_array_equal(final.params[layer][leaf], start.params[layer][leaf], err_msg=f"{layer}/{leaf}")
@@ -167,11 +168,11 @@ def test_kp_reports_its_shrink_factor_beside_the_angles():
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  learner = train.make_learner(model, ds.input_shape)
+  learner = steps.make_learner(model, ds.input_shape)
   tx = optim.make(config, 40)
-  state = train.create_train_state(model, tx, ds.input_shape, 0, mesh, learner)
+  state = steps.create_train_state(model, tx, ds.input_shape, 0, mesh, learner)
   batch = sharding.global_batch(next(ds.train_batches()), mesh)
-  state, _ = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))(state, batch)
-  reported = train.alignment_step(state, batch, model=model, task=ds.task)
+  state, _ = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))(state, batch)
+  reported = steps.alignment_step(state, batch, model=model, task=ds.task)
   for layer in ("Dense_0", "Dense_1", "head"):
     np.testing.assert_allclose(reported[f"rule/offset_scale/{layer}"], 1 - 0.01, rtol=1e-6)

@@ -10,7 +10,7 @@ from wtfree import feedback
 from wtfree import learning
 from wtfree import models
 from wtfree import sharding
-from wtfree import train
+from wtfree import steps
 
 
 def _linear_net(rule, widths=(20,)):
@@ -20,7 +20,7 @@ def _linear_net(rule, widths=(20,)):
 def _state(model, x):
   learner = learning.Learner(model, x, train=False)
   tx = optax.sgd(1.0)
-  state = train.create_train_state(model, tx, x.shape[1:], 0, sharding.make_mesh(jax.devices()[:1]), learner)
+  state = steps.create_train_state(model, tx, x.shape[1:], 0, sharding.make_mesh(jax.devices()[:1]), learner)
   return state, learner, tx
 
 
@@ -30,7 +30,7 @@ def test_node_perturbation_step_is_the_estimate_from_its_noise():
   y = jax.random.normal(jax.random.key(3), (16, 10))
   model = _linear_net(feedback.get_rule("np", sigma=sigma))
   state, learner, tx = _state(model, x)
-  new, _ = train.train_step(state, {"image": x, "label": y}, model=model, tx=tx, task="regression", learner=learner)
+  new, _ = steps.train_step(state, {"image": x, "label": y}, model=model, tx=tx, task="regression", learner=learner)
   w1, w2 = state.params["Dense_0"]["kernel"], state.params["head"]["kernel"]
   # The noise the step drew: one key per layer output, in the perturbations' (sorted) order.
   k1, k2 = jax.random.split(state.key(3), 2)
@@ -56,7 +56,7 @@ def test_node_perturbation_estimates_the_gradient_on_average():
   @jax.jit
   def estimate(rng):
     s = state.replace(rng=jax.random.key_data(rng))
-    new, _ = train.train_step(s, {"image": x, "label": y}, model=model, tx=tx, task="regression", learner=learner)
+    new, _ = steps.train_step(s, {"image": x, "label": y}, model=model, tx=tx, task="regression", learner=learner)
     return jax.tree.map(jnp.subtract, s.params, new.params)
 
   mean = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *[estimate(k) for k in jax.random.split(jax.random.key(4), 400)])

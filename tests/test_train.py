@@ -44,9 +44,9 @@ def _run_steps(config, devices, steps):
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
   tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
-  learner = train.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
-  state = train.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
-  step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))
+  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
+  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
+  step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))
   batches = ds.train_batches()
   for _ in range(steps):
     state, _ = step(state, sharding.global_batch(next(batches), mesh))
@@ -99,7 +99,7 @@ def test_train_and_evaluate_logs_metrics_and_angles(tmp_path):
 
 def test_diverging_run_stops_with_step_and_rule(tmp_path):
   config = _config(rule="fa", num_steps=40, learning_rate=1e30, checkpoint_every_steps=1)
-  with pytest.raises(train.DivergenceError, match=r"at step \d+ with rule 'fa'"):
+  with pytest.raises(steps.DivergenceError, match=r"at step \d+ with rule 'fa'"):
     train.train_and_evaluate(config, str(tmp_path))
 
 

@@ -32,6 +32,7 @@ from wtfree import data
 from wtfree import grid
 from wtfree import lock
 from wtfree import preemption
+from wtfree import steps
 from wtfree import sweep
 from wtfree import sweep_report
 from wtfree import train
@@ -105,7 +106,7 @@ def main(argv):
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, data.DataNotPreparedError) as e:  # A config or input that cannot run.
     _exit(f"error: {e}", 2)
-  except train.DivergenceError as e:
+  except steps.DivergenceError as e:
     _exit(f"diverged: {e}", 1)
   except lock.WorkdirBusy as e:  # Another run's: worth retrying once it ends.
     _exit(f"error: {e}", 75)

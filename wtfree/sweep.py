@@ -33,7 +33,7 @@ def run(config, workdir: str, *, hold_out: bool = True) -> dict:
 
   Every program's config is checked before the first one compiles. A sweep
   of one cell and one seed is a single run: a divergence stops it
-  (`wtfree.train.DivergenceError`), as it stops any run.
+  (`wtfree.steps.DivergenceError`), as it stops any run.
 
   Args:
     config: the base config, its ``sweep`` setting the grid (`wtfree.grid`).

@@ -34,16 +34,6 @@ from wtfree import writers
 Array = jax.Array
 
 
-# The steps and the state, reached by the loop's callers as wtfree.train.<name>.
-DivergenceError = steps.DivergenceError
-TrainState = steps.TrainState
-alignment_step = steps.alignment_step
-create_train_state = steps.create_train_state
-eval_step = steps.eval_step
-frozen_params = steps.frozen_params
-make_learner = steps.make_learner
-between_steps_only = steps.between_steps_only
-train_step = steps.train_step
 
 
 def _nonfinite_layers(finite_grads) -> list[str]:
@@ -107,7 +97,7 @@ def _save_config(config, workdir: str) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False,
-                       actions: Sequence[actions_lib.Periodic] = ()) -> TrainState:
+                       actions: Sequence[actions_lib.Periodic] = ()) -> steps.TrainState:
   """Trains and evaluates the run ``config`` describes, resuming from ``workdir``.
 
   Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
@@ -144,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
   Raises:
     ValueError: for a config that cannot run, before anything is compiled.
     lock.WorkdirBusy: when another live run holds ``workdir``.
-    DivergenceError: on a non-finite loss or gradient (unless
+    steps.DivergenceError: on a non-finite loss or gradient (unless
       ``config.skip_nonfinite``); the last good checkpoint stays.
   """
   validate.check_config(config)
@@ -153,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
     return _train_and_evaluate(config, workdir, keep_going, tuple(actions))
 
 
-def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) -> TrainState:
+def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) -> steps.TrainState:
   """`train_and_evaluate`'s work, with the config checked and the workdir held."""
   began = time.time()
   n = replicas.count(config)
@@ -168,18 +158,18 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
   model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
   steps_per_epoch = max(1, ds.num_train // config.batch_size)
   total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
-  learner = make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
+  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
                          passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
   mirror_steps = optim.mirror_steps(config, steps_per_epoch)
   frozen = None
   if learner.may_freeze:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
-    frozen = frozen_params(model, learner, first, task, config.seed)
+    frozen = steps.frozen_params(model, learner, first, task, config.seed)
   # The optimizer of each replica's values; the structure of its state is the same for all.
   make_tx = lambda hp: optim.make(config, steps_per_epoch, frozen, hp)
   tx = make_tx({k: v[0] for k, v in values.items()})
 
-  state = create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
+  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
                              replica_seeds=replicas.seeds(config), hparams=values)
   ckpt = checkpoint.Checkpointer(
       workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
@@ -198,7 +188,7 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
 
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
-    return train_step(state, batch, model=replica_model, tx=make_tx(hp), task=task, learner=replica_learner,
+    return steps.train_step(state, batch, model=replica_model, tx=make_tx(hp), task=task, learner=replica_learner,
                       weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp), skip_nonfinite=skip)
 
   guarded_step = replicas.per_replica(
@@ -211,17 +201,17 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
   donated = (1,) if keep_going else (0, 1)
   jit_train = steps.jit(step_fn, donate_argnums=donated)
   jit_keep = jax.jit(replicas.per_replica(dispatch.keep_alive, n))
-  mirror = lambda state, hp: between_steps_only(state, learner=steps.specialise(model, learner, hp)[1])
+  mirror = lambda state, hp: steps.between_steps_only(state, learner=steps.specialise(model, learner, hp)[1])
   jit_mirror = steps.jit(replicas.per_replica(mirror, n), donate_argnums=0)
   fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
   # Which replicas have not diverged (one flag without a replica axis for a single run).
   alive = lambda: np.array([str(r) not in diverged for r in range(n)]).reshape((n,) if n > 1 else ())
   jit_eval = steps.jit(on_prepared(
-      replicas.per_replica(functools.partial(eval_step, model=model, task=task), n, (0, None))))
+      replicas.per_replica(functools.partial(steps.eval_step, model=model, task=task), n, (0, None))))
 
   def align(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
-    return alignment_step(state, batch, model=replica_model, task=task, learner=replica_learner)
+    return steps.alignment_step(state, batch, model=replica_model, task=task, learner=replica_learner)
 
   jit_align = steps.jit(lambda state, batch, hp: replicas.per_replica(align, n)(state, ds.prepare(batch), hp))
   # In-memory sets on one host: on the device whole, and a run of steps is one loop on the device
@@ -357,7 +347,7 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
           taken = jax.tree.map(lambda m: m[:taken_steps], taken)
           if not np.all(guard.ok) and not keep_going:
             ckpt.wait()
-            raise DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
+            raise steps.DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
           if _record_divergence(config, guard, alive(), diverged):
             _save_diverged(diverged, workdir)
           if keep_going and diverged:

@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from wtfree.backend import counter_prng
-from wtfree.feedback import step
 from wtfree.feedback.registry import Rule, get_rule, register
 
 Array = jax.Array
