@@ -390,22 +390,6 @@ def check(config_name: str, devices: int = DEVICES, run: int = 0, full_size: boo
   return record
 
 
-def mirror_split_estimate(wm: dict, bp: dict) -> dict[str, float]:
-  """wm's step over bp's were each device to mirror only its share of the mirror batch: an estimate.
-
-  The mirror-only step's counts divided by the devices stand in for the
-  mirror pass inside the step; the all-reduce of B's update that such a
-  split needs is left out.
-  """
-  devices = wm["setup"]["devices"]
-  full = wm["full_224"]
-  out = {}
-  for key in ("flops", "bytes_accessed"):
-    mirror = full["mirror"]["cost"][key]
-    out[key] = (full["train"]["cost"][key] - mirror + mirror / devices) / bp["full_224"]["train"]["cost"][key]
-  return out
-
-
 def _gb(n: float | None) -> str:
   return "" if n is None else f"{n / 1e9:.2f}"
 
@@ -489,9 +473,7 @@ def markdown(record: dict) -> str:
       )
   if record.get("wm_over_bp"):
     lines += ["", "wm over bp per step at 224x224: " + ", ".join(
-        f"{k} {v:.2f}x" for k, v in record["wm_over_bp"].items()) + "; were each device to mirror only its share "
-        "of the mirror batch (an estimate: the mirror-only counts over the devices, B's all-reduce left out): "
-        + ", ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in record["wm_mirror_split_estimate"].items()) + "."]
+        f"{k} {v:.2f}x" for k, v in record["wm_over_bp"].items()) + "."]
   lines += ["", "Chips: " + "; ".join(f"{c.name}: {c.source}" for c in CHIPS) + "."]
   return "\n".join(lines) + "\n"
 
@@ -515,7 +497,6 @@ def run(out: str, configs: tuple[str, ...] = ("resnet50_wm", "resnet50_bp"), dev
         "flops": wm["train"]["cost"]["flops"] / bp["train"]["cost"]["flops"],
         "bytes accessed": wm["train"]["cost"]["bytes_accessed"] / bp["train"]["cost"]["bytes_accessed"],
     }
-    record["wm_mirror_split_estimate"] = mirror_split_estimate(by_rule["wm"], by_rule["bp"])
   path = pathlib.Path(out)
   path.mkdir(parents=True, exist_ok=True)
   (path / "pod_shape.json").write_text(json.dumps(record, indent=2, default=str))
