@@ -127,10 +127,8 @@ class WeightMirror(Rule):
   def between_steps(self, ctx, w, state):
     b = state["kernel"]
     decay, draws = self.plan(w.shape, jax.eval_shape(ctx.op, ctx.inputs, w).shape, ctx.passes)
-    noise = [ctx.noise(self.noise) for _ in range(draws)]
-    # Interleaved, not concatenated: each device's rows stay its own where the batch is sharded.
-    noise = jnp.stack(noise, axis=1).reshape((-1, *noise[0].shape[1:]))
-    estimate = mirror_estimate(ctx.op, noise, w, ctx.activation)
+    # One estimate per noise batch, averaged: joining the batches would reshard a sharded batch.
+    estimate = sum(mirror_estimate(ctx.op, ctx.noise(self.noise), w, ctx.activation) for _ in range(draws)) / draws
     return {"kernel": ((1.0 - decay) * b + decay * estimate).astype(b.dtype)}
 
 
