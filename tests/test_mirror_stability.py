@@ -1,6 +1,10 @@
 """wm's B keeps up with a W that grows and turns; kp's fallback decay aligns B within a few hundred steps."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -9,13 +13,13 @@ import numpy as np
 import optax
 import pytest
 
-from configs import mnist1d_mlp
 from wtfree import convert
 from wtfree import feedback
 from wtfree import learning
 from wtfree import metrics
-from wtfree import train
 from wtfree.feedback import kolen_pollack
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _moving_w(step, w0, w1, growth, turn):
@@ -106,11 +110,13 @@ def test_kp_fallback_leaves_little_of_the_random_start_in_a_users_adam_loop(step
 
 
 def _mnist1d_run(rule, workdir):
-  config = mnist1d_mlp.get_config()
-  config.rule = rule
-  config.batch_size = 32  # The digits MLP's batch: W grows fastest here.
-  config.tensorboard = False
-  train.train_and_evaluate(config, str(workdir))
+  # The issue's command, in its own process on one CPU device with XLA's
+  # optimisations: the test session's eight unoptimised devices take many
+  # times longer over 7,500 steps.
+  command = [sys.executable, "-m", "wtfree.main", "--config=configs/mnist1d_mlp.py", f"--workdir={workdir}",
+             f"--config.rule={rule}", "--config.batch_size=32"]
+  env = {**os.environ, "XLA_FLAGS": ""}
+  subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
   return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
 
 
