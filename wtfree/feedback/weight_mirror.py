@@ -68,7 +68,7 @@ class WeightMirror(Rule):
       where the noise allows (conv layers, which average over every
       position, up to `MAX_DECAY`). Either way the pass averages as many
       noise batches as hold that angle at `TARGET_DEGREES` (up to
-      `MAX_DRAWS`).
+      `MAX_DRAWS`; one where a sweep traces ``decay``).
     noise: 'gaussian' (Akrout et al.) or 'uniform' (zero mean, unit
       variance; about half the cost of a mirror pass on CPU). Behind a ReLU,
       uniform noise moves B's fixed point off W's direction by a relative
@@ -114,6 +114,8 @@ class WeightMirror(Rule):
       q = tan2 * pairs / (2.0 * fan_in)
       lag = 1.0 - (1.0 - 1.0 / LAG_STEPS) ** (1.0 / passes)
       decay = min(MAX_DECAY, max(lag, 2.0 * q / (1.0 + q)))
+    if not isinstance(decay, int | float):
+      return decay, 1  # A rate traced in a sweep: every replica runs one program, so the draws cannot follow it.
     needed = 2.0 * fan_in * decay / (2.0 - decay) / tan2
     # The small margin keeps float rounding from adding a draw.
     return decay, int(min(MAX_DRAWS, max(1, math.ceil(needed / pairs - 1e-9))))
