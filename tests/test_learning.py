@@ -22,6 +22,7 @@ from wtfree import sharding
 from wtfree import steps
 from wtfree import train
 from wtfree import nn as wnn
+from wtfree.feedback import kolen_pollack
 
 
 class MLP(nn.Module):
@@ -103,7 +104,7 @@ def test_kp_decay_prefers_its_own_option_then_the_loops_weight_decay():
   ctx = lambda rate: feedback.StepContext(op=None, inputs=None, noise=None, activation=None, weight_decay_rate=rate)
   state = {"offset": jnp.ones(3), "offset_scale": jnp.ones(())}
   kp = feedback.get_rule("kp")
-  np.testing.assert_allclose(kp.between_steps(ctx(None), None, state)["offset_scale"], 1 - 0.01)
+  np.testing.assert_allclose(kp.between_steps(ctx(None), None, state)["offset_scale"], 1 - kolen_pollack.DEFAULT_DECAY)
   np.testing.assert_allclose(kp.between_steps(ctx(0.25), None, state)["offset_scale"], 0.75)
   own = feedback.get_rule("kp", decay=0.5)
   np.testing.assert_allclose(own.between_steps(ctx(0.25), None, state)["offset_scale"], 0.5)
@@ -175,4 +176,4 @@ def test_kp_reports_its_shrink_factor_beside_the_angles():
   state, _ = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))(state, batch)
   reported = steps.alignment_step(state, batch, model=model, task=ds.task)
   for layer in ("Dense_0", "Dense_1", "head"):
-    np.testing.assert_allclose(reported[f"rule/offset_scale/{layer}"], 1 - 0.01, rtol=1e-6)
+    np.testing.assert_allclose(reported[f"rule/offset_scale/{layer}"], 1 - kolen_pollack.DEFAULT_DECAY, rtol=1e-6)

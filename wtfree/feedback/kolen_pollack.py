@@ -6,9 +6,12 @@ import jax.numpy as jnp
 
 from wtfree.feedback.registry import Rule, register
 
-# B - W shrinks by this fraction per step where the run has no weight decay:
-# to 5 % of its start in 300 steps, whatever the optimizer.
-DEFAULT_DECAY = 0.01
+# Where a loop names no weight decay, B - W keeps ALIGN_SHARE of its random
+# start after ALIGN_STEPS steps, whatever the optimizer: aligned within the
+# first few hundred steps of a typical run.
+ALIGN_STEPS = 200
+ALIGN_SHARE = 0.01
+DEFAULT_DECAY = 1.0 - ALIGN_SHARE ** (1.0 / ALIGN_STEPS)
 
 
 @register
@@ -34,7 +37,8 @@ class KolenPollack(Rule):
   - otherwise, where the loop has weight decay, the rate at which that decay
     shrinks a weight with no gradient, ``lr_t * weight_decay / (1 -
     momentum)`` (Akrout et al.: 1e-4 under the learning-rate schedule);
-  - otherwise `DEFAULT_DECAY` per step.
+  - otherwise `DEFAULT_DECAY` per step, which leaves `ALIGN_SHARE` of B's
+    random start after `ALIGN_STEPS` steps.
 
   Attributes:
     decay: the per-step decay of B - W; None chooses as above.

@@ -10,13 +10,18 @@ W itself:
     C = mean(x y^T) / mean(phi'(z))          B <- (1 - decay) B + decay C
 
 B's fixed point is W, with W's scale, for linear and ReLU layers alike,
-whatever ``decay``; ``decay`` sets only how fast B gets there and how many
-mirror batches it averages, about ``(2 - decay) / decay``, and by default
-each layer picks its own (`WeightMirror.rate`). Akrout et al.'s
-``B <- B + eta_B mean(x y^T) - lambda_WM B`` has the fixed point
-``(eta_B / lambda_WM) E[phi'] W`` (0.1 W behind a ReLU with their 0.1 and
-0.5): the same direction and speed as ``decay = lambda_WM``, with the scale
-left to eta_B.
+whatever ``decay``. Akrout et al.'s ``B <- B + eta_B mean(x y^T) - lambda_WM
+B`` has the fixed point ``(eta_B / lambda_WM) E[phi'] W`` (0.1 W behind a
+ReLU with their 0.1 and 0.5): the same direction and speed as ``decay =
+lambda_WM``, with the scale left to eta_B.
+
+``decay`` trades two errors. B trails a moving W by about ``1 / decay``
+passes of its motion (the lag), and each estimate's noise leaves an angle
+(more for a larger ``decay``). The lag is the one that breaks training: it
+feeds the layer's recent updates back into the errors sent below it with a
+gain of the learning rate over ``decay``. So the rate comes from the lag
+(`LAG_STEPS`) and the noise is held at `TARGET_DEGREES` by averaging more
+noise per pass where one mirror batch is too few (`WeightMirror.plan`).
 
 Their published fully connected code (Deep-Learning-without-Weight-Transport)
 uses neither decay nor centring: ``B <- B + eta_B sum_batch x y^T`` with
@@ -36,8 +41,14 @@ from wtfree.feedback.registry import Rule, register
 
 Array = jax.Array
 
-# The angle the automatic decay aims the estimate's noise at, and its cap (Akrout et al.'s rate).
-TARGET_DEGREES = 5.0
+# B follows W with a time constant of at most this many optimizer steps
+# (about the horizon of SGD momentum 0.9), whatever its noise.
+LAG_STEPS = 10.0
+# The angle each layer's estimate noise may leave in B; more noise batches
+# per pass, up to MAX_DRAWS, keep it there at the rate the lag asks for.
+TARGET_DEGREES = 8.0
+MAX_DRAWS = 32
+# The largest rate the automatic choice takes (Akrout et al.'s lambda_WM).
 MAX_DECAY = 0.5
 
 # A slope below this marks a unit that is dead for the whole mirror batch:
@@ -55,10 +66,13 @@ class WeightMirror(Rule):
       the pass's estimate of W. The estimate's noise leaves an angle of
       roughly ``atan(sqrt(2 fan_in / pairs * decay / (2 - decay)))`` behind a
       ReLU, ``pairs`` the input/output pairs each weight sees in a pass (the
-      mirror batch for a dense layer, times the output positions for a
-      conv). None (the default) picks each layer's rate so that this angle
-      is `TARGET_DEGREES`, at most Akrout et al.'s 0.5: conv layers, which
-      average over every position, get 0.5, dense layers a smaller rate.
+      noise batch for a dense layer, times the output positions for a
+      conv). None (the default) picks each layer's rate (`plan`): at least
+      the one that lets B trail W by no more than `LAG_STEPS` steps, more
+      where the noise allows (conv layers, which average over every
+      position, up to `MAX_DECAY`). Either way the pass averages as many
+      noise batches as hold that angle at `TARGET_DEGREES` (up to
+      `MAX_DRAWS`; one where a sweep traces ``decay``).
     noise: 'gaussian' (Akrout et al.) or 'uniform' (zero mean, unit
       variance; about half the cost of a mirror pass on CPU). Behind a ReLU,
       uniform noise moves B's fixed point off W's direction by a relative
@@ -95,15 +109,35 @@ class WeightMirror(Rule):
       raise ValueError(f"wm mirror_lr={self.mirror_lr} (the reference code's update, which has no decay) and "
                        f"decay={self.decay} contradict: set one")
 
-  def rate(self, w_shape, output_shape) -> float:
-    """The decay of a layer with kernel ``w_shape`` whose mirror pass outputs ``output_shape``."""
-    if self.decay is not None:
-      return self.decay
+  def plan(self, w_shape, output_shape, passes: int = 1) -> tuple[float, int]:
+    """``(decay, draws)`` of a layer with kernel ``w_shape`` whose mirror pass outputs ``output_shape``.
+
+    The rate per pass is ``decay`` where set; otherwise the larger of the
+    lag's rate, ``1 - (1 - 1 / LAG_STEPS) ** (1 / passes)``, and the rate
+    that one noise batch allows at `TARGET_DEGREES`. ``draws`` is the
+    fewest noise batches per pass whose average leaves at most that angle
+    at this rate, at most `MAX_DRAWS`.
+
+    Args:
+      w_shape: the forward kernel's shape.
+      output_shape: the op's output for one noise batch.
+      passes: mirror passes after each optimizer step.
+    """
     units = output_shape[-1]
     fan_in = math.prod(w_shape) / units
     pairs = math.prod(output_shape) / units
-    q = math.tan(math.radians(TARGET_DEGREES)) ** 2 * pairs / (2.0 * fan_in)
-    return min(MAX_DECAY, 2.0 * q / (1.0 + q))
+    tan2 = math.tan(math.radians(TARGET_DEGREES)) ** 2
+    if self.decay is not None:
+      decay = self.decay
+    else:
+      q = tan2 * pairs / (2.0 * fan_in)
+      lag = 1.0 - (1.0 - 1.0 / LAG_STEPS) ** (1.0 / passes)
+      decay = min(MAX_DECAY, max(lag, 2.0 * q / (1.0 + q)))
+    if not isinstance(decay, int | float):
+      return decay, 1  # A rate traced in a sweep: every replica runs one program, so the draws cannot follow it.
+    needed = 2.0 * fan_in * decay / (2.0 - decay) / tan2
+    # The small margin keeps float rounding from adding a draw.
+    return decay, int(min(MAX_DRAWS, max(1, math.ceil(needed / pairs - 1e-9))))
 
   def init_state(self, key, kernel, kernel_init):
     return {"kernel": self.draw(key, kernel.shape, kernel.dtype, kernel_init)}
@@ -113,15 +147,18 @@ class WeightMirror(Rule):
 
   def between_steps(self, ctx, w, state):
     b = state["kernel"]
-    noise = ctx.noise(self.noise) * jnp.asarray(self.noise_scale, ctx.inputs.dtype)
+    scale = jnp.asarray(self.noise_scale, ctx.inputs.dtype)
     if self.mirror_lr is not None:
+      noise = ctx.noise(self.noise) * scale
       z = ctx.op(noise, w)
       z = z if ctx.bias is None else z + jnp.asarray(ctx.bias, z.dtype)
       _, kernel_vjp = jax.vjp(lambda w_: ctx.op(noise, w_), w)
       (summed,) = kernel_vjp(ctx.activation(z))
       return {"kernel": (b + self.mirror_lr * summed).astype(b.dtype)}
-    estimate = mirror_estimate(ctx.op, noise, w, ctx.activation) / jnp.square(self.noise_scale)
-    decay = self.rate(w.shape, jax.eval_shape(ctx.op, noise, w).shape)
+    decay, draws = self.plan(w.shape, jax.eval_shape(ctx.op, ctx.inputs, w).shape, ctx.passes)
+    # One estimate per noise batch, averaged: joining the batches would reshard a sharded batch.
+    estimate = sum(mirror_estimate(ctx.op, ctx.noise(self.noise) * scale, w, ctx.activation)
+                   for _ in range(draws)) / (draws * jnp.square(scale))
     return {"kernel": ((1.0 - decay) * b + decay * estimate).astype(b.dtype)}
 
 
