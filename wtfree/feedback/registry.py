@@ -72,7 +72,8 @@ class Rule:
   - by the gradient of a local loss (`learns_by_gradient`, `feedback_loss`):
     B is a parameter and the primitive hands it the gradient of that loss,
     so the run's optimizer trains it;
-  - not at all (bp, fa, the sign-concordant rules, dfa, shallow).
+  - not at all (bp, fa, the sign-concordant rules, dfa, drtp, shallow; np,
+    fg and pepita have no B).
 
   A rule may also own its part of the train step (`wtfree.feedback.step`):
   how the loss's gradients are formed (`value_and_grad`, `connect`) and
