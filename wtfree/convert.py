@@ -12,7 +12,7 @@ name says with any optax optimizer.
 `convert` wraps an unmodified model in `Converted`, which runs it inside
 ``nn.intercept_methods``: every call of flax's own ``nn.Dense``, ``nn.Conv``
 or ``nn.DenseGeneral`` is replaced by the same layer built on
-`wtfree.nn.rule_op`, so its input error flows back through the rule's B.
+`wtfree.feedback.rule_op`, so its input error flows back through the rule's B.
 `intercept` is the same as a context manager, for code that applies the
 model itself.
 
