@@ -22,6 +22,15 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wtfr
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 _SLOW = frozenset({
+    "tests/test_readme.py::test_the_sweeps_command_prints_its_table",
+    "tests/test_sweep.py::test_a_resumed_sweep_equals_the_uninterrupted_one",
+    "tests/test_sweep.py::test_a_diverging_cell_is_marked_and_the_others_finish_as_alone",
+    "tests/test_replicas.py::test_each_replica_is_the_single_seed_run_of_its_seed[wm]",
+    "tests/test_data_tfds.py::test_the_loop_trains_seeds_on_a_host_fed_set",
+    "tests/test_mirror.py::test_fixed_point_has_w_scale_whatever_the_decay[0.5-relu]",
+    "tests/test_mirror.py::test_fixed_point_has_w_scale_whatever_the_decay[0.5-linear]",
+    "tests/test_dispatch.py::test_a_conv_models_run_is_the_same_stepped_one_by_one_or_in_a_loop",
+    "tests/test_transformers.py::test_vit_under_bp_has_the_outputs_and_gradients_of_flax_layers",
     "tests/test_alignment_losses.py::test_one_step_moves_b_by_its_loss_gradient[sa-conv]",
     "tests/test_benchmarks.py::test_loop_speed_quick_run_reports_both_rates_and_their_ratio",
     "tests/test_benchmarks.py::test_seeds_speed_quick_run_times_one_and_many_seeds",
