@@ -22,7 +22,6 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wtfr
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 _SLOW = frozenset({
-    "tests/test_readme.py::test_the_sweeps_command_prints_its_table",
     "tests/test_sweep.py::test_a_resumed_sweep_equals_the_uninterrupted_one",
     "tests/test_sweep.py::test_a_diverging_cell_is_marked_and_the_others_finish_as_alone",
     "tests/test_replicas.py::test_each_replica_is_the_single_seed_run_of_its_seed[wm]",
