@@ -116,6 +116,15 @@ def test_weight_decay_rate_is_lr_times_decay_over_one_minus_momentum(options, pe
   assert optim.weight_decay_rate(_config(), steps_per_epoch=2) is None
 
 
+def _assert_same_updates(ours, reference, params, grads, steps=3):
+  s1, s2 = ours.init(params), reference.init(params)
+  for i in range(steps):
+    g = jax.tree.map(lambda x: x * (i + 1.0), grads)
+    u1, s1 = ours.update(g, s1, params)
+    u2, s2 = reference.update(g, s2, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u1, u2)
+
+
 def test_sgd_matches_optax_sgd_with_masked_decay():
   params, grads = _sa_mlp()
   config = _config(momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -124,12 +133,7 @@ def test_sgd_matches_optax_sgd_with_masked_decay():
       optax.add_decayed_weights(1e-4, mask=optim.decay_mask),
       optax.sgd(0.1, momentum=0.9, nesterov=True),
   )
-  s1, s2 = ours.init(params), reference.init(params)
-  for i in range(3):
-    g = jax.tree.map(lambda x: x * (i + 1.0), grads)
-    u1, s1 = ours.update(g, s1, params)
-    u2, s2 = reference.update(g, s2, params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u1, u2)
+  _assert_same_updates(ours, reference, params, grads)
 
 
 def test_the_chain_is_built_from_optax_style_arguments_without_a_config():
@@ -137,12 +141,7 @@ def test_the_chain_is_built_from_optax_style_arguments_without_a_config():
   ours = optim.chain(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
   reference = optax.chain(optax.add_decayed_weights(1e-4, mask=optim.decay_mask),
                           optax.sgd(0.1, momentum=0.9, nesterov=True))
-  s1, s2 = ours.init(params), reference.init(params)
-  for i in range(3):
-    g = jax.tree.map(lambda x: x * (i + 1.0), grads)
-    u1, s1 = ours.update(g, s1, params)
-    u2, s2 = reference.update(g, s2, params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u1, u2)
+  _assert_same_updates(ours, reference, params, grads)
   # The config's chain is this one with the config's values.
   from_config = optim.make(_config(momentum=0.9, nesterov=True, weight_decay=1e-4), steps_per_epoch=10)
   u3, _ = from_config.update(grads, from_config.init(params), params)

@@ -43,8 +43,6 @@ their logged accuracy at that epoch (`PAPER_LOG`), not the final one.
     python -m wtfree.experiments.akrout_fc --out docs/figures
 """
 
-import argparse
-import json
 import math
 import os
 import time
@@ -53,6 +51,7 @@ import jax
 import numpy as np
 from scipy import stats as scipy_stats
 
+from wtfree import feedback
 from wtfree.experiments import common
 from wtfree.sweep_report import stats
 
@@ -121,10 +120,15 @@ def _setup(quick: bool, epochs: int | None) -> dict:
   }
 
 
+def _mirrors(rule: str) -> bool:
+  """Whether the rule takes the mirror settings (then a mirror-only epoch opens its run, as in their code)."""
+  return feedback.get_rule(rule).takes("mirror_epochs")
+
+
 def _config(rule: str, setup: dict):
   per_epoch = setup["steps_per_epoch"]
   full = setup["dataset"] == "mnist_full"
-  mirror = {"mirror_batch_size": 128, "mirror_epochs": 1.0, "mirror_passes": 1} if rule == "wm" else {}
+  mirror = {"mirror_batch_size": 128, "mirror_epochs": 1.0, "mirror_passes": 1} if _mirrors(rule) else {}
   return common.config(
       dataset=setup["dataset"], flatten=True, model="mlp", rule=rule, rule_options=RULE_OPTIONS.get(rule, {}),
       model_options={"widths": (500,), "activation": "sigmoid", "head_mirror_activation": "sigmoid",
@@ -132,7 +136,7 @@ def _config(rule: str, setup: dict):
       loss="sigmoid_binary_cross_entropy", optimizer="sgd", momentum=0.0, learning_rate=LEARNING_RATES[rule],
       scale_lr_by_batch=False, bias_learning_rate_scale=1.0 / 128, batch_size=setup["batch_size"],
       eval_batch_size=1000, train_on_validation=full, shuffle=not full, input_scaling="unit" if full else "standardize",
-      num_steps=int(setup["epochs"] * per_epoch + (per_epoch if rule == "wm" else 0)),
+      num_steps=int(setup["epochs"] * per_epoch + (per_epoch if _mirrors(rule) else 0)),
       log_every_steps=per_epoch, eval_every_steps=per_epoch, num_seeds=setup["seeds"], seed=setup["first_seed"],
       eval_at_start=False, angles=rule != "bp", **mirror)
 
@@ -140,7 +144,7 @@ def _config(rule: str, setup: dict):
 def _train(rule: str, setup: dict) -> dict:
   run = common.train(_config(rule, setup))
   accuracy = 100.0 * run.values("eval", "eval/top1")  # [epochs (+1 for wm's mirror epoch), seeds]
-  if rule == "wm":
+  if _mirrors(rule):
     accuracy = accuracy[1:]  # The mirror-only epoch trains nothing.
   result = {"test_accuracy": accuracy[-1].tolist(), "test_accuracy_by_epoch": accuracy.mean(1).tolist()}
   if rule != "bp":
@@ -261,18 +265,6 @@ def run(out: str, quick: bool = False, epochs: int | None = None) -> dict:
   return record
 
 
-def main() -> None:
-  """``--out DIR [--quick] [--epochs N]``: runs the experiment and prints its summary."""
-  parser = argparse.ArgumentParser(prog=f"python -m wtfree.experiments.{NAME}")
-  parser.add_argument("--out", default=os.path.join("runs", "experiments"), help="directory for PNG, JSON, MD")
-  parser.add_argument("--quick", action="store_true", help="a small version for tests, on mnist5k")
-  parser.add_argument("--epochs", type=int, default=None, help="the full protocol's first N epochs (default 400)")
-  args = parser.parse_args()
-  start = time.time()
-  record = run(args.out, quick=args.quick, epochs=args.epochs)
-  print(json.dumps(common._jsonable(record["summary"]), indent=1))  # pylint: disable=protected-access
-  print(f"{NAME}: wrote {args.out}/{NAME}.png, .json and .md in {time.time() - start:.0f} s")
-
-
 if __name__ == "__main__":
-  main()
+  common.main(NAME, run,
+              epochs={"type": int, "default": None, "help": "the full protocol's first N epochs (default 400)"})

@@ -149,14 +149,20 @@ def figure(ncols: int, width: float = 4.2, height: float = 3.3):
   return fig, axes[0]
 
 
-def main(name: str, run: Callable[..., dict]) -> None:
-  """Parses ``--out DIR [--quick]`` and runs the experiment."""
+def main(name: str, run: Callable[..., dict], **options: dict) -> None:
+  """Parses ``--out DIR [--quick]`` and runs the experiment.
+
+  ``options``: the experiment's own flags, ``{name: argparse keywords}``,
+  handed to ``run`` as keyword arguments of that name.
+  """
   parser = argparse.ArgumentParser(prog=f"python -m wtfree.experiments.{name}")
   parser.add_argument("--out", default=os.path.join("runs", "experiments"), help="directory for PNG and JSON")
   parser.add_argument("--quick", action="store_true", help="a small version for tests (< 60 s)")
+  for option, keywords in options.items():
+    parser.add_argument(f"--{option}", **keywords)
   args = parser.parse_args()
   start = time.time()
-  record = run(args.out, quick=args.quick)
+  record = run(args.out, quick=args.quick, **{option: getattr(args, option) for option in options})
   summary = record.get("summary", {})
   print(json.dumps(_jsonable(summary), indent=1))
   print(f"{name}: wrote {args.out}/{name}.png and .json in {time.time() - start:.0f} s")

@@ -23,7 +23,7 @@ from jax.custom_derivatives import SymbolicZero
 import jax.numpy as jnp
 
 from wtfree.feedback import perturbation
-from wtfree.feedback.registry import Rule, register
+from wtfree.feedback.registry import Rule, check_every_layer_local, register
 
 
 @register
@@ -47,12 +47,7 @@ class ForwardGradient(Rule):
     warnings = super().check_config(config)
     if int(self.directions) != self.directions or self.directions < 1:
       raise ValueError(f"rule 'fg' needs directions >= 1, a whole number; got {self.directions}")
-    if config.get("last_layer_bp", False):
-      raise ValueError("rule 'fg' perturbs every layer, the output layer included: drop last_layer_bp")
-    if (config.get("model_options", None) or {}).get("batch_norm", False):
-      raise ValueError("rule 'fg' estimates gradients for the perturbed layers' W and bias only, example by "
-                       "example; BatchNorm mixes examples and its parameters would never learn: set "
-                       "--config.model_options.batch_norm=False")
+    check_every_layer_local(self, config)
     return warnings
 
   def draw(self, key, zeros) -> dict:

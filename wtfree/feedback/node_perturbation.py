@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from wtfree.feedback import perturbation
-from wtfree.feedback.registry import Rule, register
+from wtfree.feedback.registry import Rule, check_every_layer_local, register
 
 
 @register
@@ -32,11 +32,7 @@ class NodePerturbation(Rule):
 
   def check_config(self, config) -> list[str]:
     warnings = super().check_config(config)
-    if config.get("last_layer_bp", False):
-      raise ValueError("rule 'np' perturbs every layer, the output layer included: drop last_layer_bp")
-    if (config.get("model_options", None) or {}).get("batch_norm", False):
-      raise ValueError("rule 'np' estimates gradients for the perturbed layers' W and bias only; BatchNorm's "
-                       "parameters would never learn: set --config.model_options.batch_norm=False")
+    check_every_layer_local(self, config)
     return warnings
 
   def value_and_grad(self, objective, params):

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from wtfree.backend import counter_prng
 from wtfree.feedback import step
-from wtfree.feedback.registry import Rule, register
+from wtfree.feedback.registry import Rule, check_every_layer_local, register
 
 Array = jax.Array
 
@@ -67,11 +67,7 @@ class Pepita(Rule):
 
   def check_config(self, config) -> list[str]:
     warnings = super().check_config(config)
-    if config.get("last_layer_bp", False):
-      raise ValueError("rule 'pepita' updates the output layer from its own error: drop last_layer_bp")
-    if (config.get("model_options", None) or {}).get("batch_norm", False):
-      raise ValueError("rule 'pepita' updates the layers' W and bias only; BatchNorm's parameters would never "
-                       "learn: set --config.model_options.batch_norm=False")
+    check_every_layer_local(self, config)
     return warnings
 
   def projection(self, seed: Array, n_out: int, n_in: int, dtype=jnp.float32) -> Array:
@@ -100,17 +96,16 @@ class Pepita(Rule):
                        "or other op after the last layer)")
 
     def second(p):
+      """Pass 2: each layer's output (differentiated) and its activation (not)."""
       _, again = objective.apply(p, inputs=(modulated, *objective.inputs[1:]))
-      return _layers(again[step.STEP])
+      layers = _layers(again[step.STEP])
+      return {path: layer["output"] for path, layer in layers.items()}, {
+          path: layer["activated"] for path, layer in layers.items()}
 
-    modulated_layers = second(params)
-    deltas = {path: error if path == last[0] else layer["activated"] - modulated_layers[path]["activated"]
+    # One pass 2, pulled back once: no layer sends an error back (B = 0), so
+    # each W's gradient is its own delta times its pass-2 input.
+    _, pullback, activated = jax.vjp(second, params, has_aux=True)
+    deltas = {path: error if path == last[0] else layer["activated"] - activated[path]
               for path, layer in first.items()}
-    deltas = jax.lax.stop_gradient(deltas)
-
-    def local(p):
-      # No layer sends an error back (B = 0): each W's gradient is its own delta times its pass-2 input.
-      layers = second(p)
-      return sum(jnp.sum(deltas[path] * layers[path]["output"]) for path in deltas) / batch
-
-    return jnp.mean(losses), jax.grad(local)(params), (outputs, updated)
+    (grads,) = pullback(jax.tree.map(lambda d: jax.lax.stop_gradient(d) / batch, deltas))
+    return jnp.mean(losses), grads, (outputs, updated)

@@ -242,6 +242,21 @@ class Rule:
     return []
 
 
+def check_every_layer_local(rule: Rule, config) -> None:
+  """Refuses what a rule that updates every layer from its own local signal cannot honour (np, fg, pepita).
+
+  Such a rule updates the output layer too, so a backprop head contradicts
+  it, and it gives gradients to the layers' W and bias only, so BatchNorm's
+  parameters would never learn.
+  """
+  if config.get("last_layer_bp", False):
+    raise ValueError(f"rule {rule.name!r} updates every layer by its own signal, the output layer included: "
+                     "drop last_layer_bp")
+  if (config.get("model_options", None) or {}).get("batch_norm", False):
+    raise ValueError(f"rule {rule.name!r} updates the layers' W and bias only; BatchNorm's parameters would never "
+                     "learn: set --config.model_options.batch_norm=False")
+
+
 def register(cls: type[Rule]) -> type[Rule]:
   """Class decorator adding a rule to the registry under ``cls.name``."""
   _RULES[cls.name] = cls
