@@ -57,18 +57,18 @@ def loop_examples_per_second(config) -> float:
   return float(np.median(speeds[1:-1] if len(speeds) > 2 else speeds[1:]))
 
 
-def scan_examples_per_second(config, steps: int) -> float:
+def scan_examples_per_second(config, num_steps: int) -> float:
   """Examples/s of the bare train step in one ``lax.scan`` over device-resident batches."""
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
   spe = ds.num_train // config.batch_size
   tx = optim.make(config, spe)
   mesh = sharding.make_mesh()
-  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
-  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
+  learner = train_steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
+  state = train_steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
   x, y = (jnp.asarray(a) for a in ds.arrays["train"])
-  indices = jnp.asarray(ds.train_indices(0, steps))
-  step = functools.partial(steps.train_step, model=model, tx=tx, task=ds.task, learner=learner)
+  indices = jnp.asarray(ds.train_indices(0, num_steps))
+  step = functools.partial(train_steps.train_step, model=model, tx=tx, task=ds.task, learner=learner)
 
   @train_steps.jit  # compiled as the loop compiles its steps
   def run(state, indices):
@@ -85,7 +85,7 @@ def scan_examples_per_second(config, steps: int) -> float:
     start = time.perf_counter()
     jax.block_until_ready(run(state, indices))
     times.append(time.perf_counter() - start)
-  return steps * config.batch_size / float(np.median(times))
+  return num_steps * config.batch_size / float(np.median(times))
 
 
 def main(argv=None) -> dict:
