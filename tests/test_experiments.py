@@ -147,3 +147,33 @@ def test_akrout_fc_every_rule_learns_and_kp_aligns_its_output_layer(tmp_path):
   results = record["results"]
   angle = {r: np.mean(results[r]["weight_angle_head"]) for r in ("fa", "wm", "kp")}
   assert angle["kp"] < angle["fa"] and angle["wm"] < 85, angle
+
+
+def test_an_interrupted_experiment_trains_only_its_missing_parts(tmp_path):
+  from wtfree.experiments import common
+
+  trained = []
+
+  def part(name, fail=False):
+    def train():
+      if fail:
+        raise KeyboardInterrupt
+      trained.append(name)
+      return {"value": np.float32(len(name))}
+    return train
+
+  setup = {"rules": ["a", "bb"], "seeds": 2}
+  assert common.remembered(str(tmp_path), "exp", setup, "a", part("a")) == {"value": 1.0}
+  with pytest.raises(KeyboardInterrupt):
+    common.remembered(str(tmp_path), "exp", setup, "bb", part("bb", fail=True))
+  # Started again: the finished part is read back, not trained; the missing one is trained.
+  assert common.remembered(str(tmp_path), "exp", setup, "a", part("a")) == {"value": 1.0}
+  assert common.remembered(str(tmp_path), "exp", setup, "bb", part("bb")) == {"value": 2.0}
+  assert trained == ["a", "bb"]
+  # Another setup trains its parts again.
+  common.remembered(str(tmp_path), "exp", {**setup, "seeds": 3}, "a", part("a"))
+  assert trained == ["a", "bb", "a"]
+  # Saving the whole record drops what was kept on the way.
+  fig, _ = common.figure(1)
+  common.save(str(tmp_path), "exp", fig, {"setup": setup})
+  assert not (tmp_path / "exp.partial").exists()

@@ -187,15 +187,20 @@ def _markdown(setup: dict, summary: dict, reference: dict, at: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _timed(rule: str, setup: dict) -> dict:
+  start = time.time()
+  result = _train(rule, setup)
+  result["seconds"] = time.time() - start
+  return result
+
+
 def run(out: str, quick: bool = False, epochs: int | None = None) -> dict:
   """Trains bp, fa, wm and kp as their reference code does; writes the figure, the record and a table."""
   setup = _setup(quick, epochs)
   began = time.time()
   results = {}
   for rule in RULES:
-    start = time.time()
-    results[rule] = _train(rule, setup)
-    results[rule]["seconds"] = time.time() - start
+    results[rule] = common.remembered(out, NAME, setup, rule, lambda: _timed(rule, setup))
   accuracy = {r: stats(results[r]["test_accuracy"]) for r in RULES}
   # A run shorter than 400 epochs is scored against their log at its last epoch, where they logged it.
   final = setup["epochs"] == 400 and not quick

@@ -6,14 +6,18 @@ writes) and is run as
     python -m wtfree.experiments.NAME --out DIR [--quick]
 
 writing ``DIR/NAME.png`` and ``DIR/NAME.json`` (the numbers behind the
-figure, with the setup).
+figure, with the setup). A long experiment keeps each finished part (a rule,
+a cell) in ``DIR/NAME.partial/`` as it goes (`remembered`), so that the same
+command started again after an interruption trains only what is missing.
 """
 
 import argparse
 from collections.abc import Callable
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -110,8 +114,36 @@ def test_targets(run_config: ml_collections.ConfigDict) -> np.ndarray:
 # Output.
 
 
+def remembered(out: str, name: str, setup: dict, part: str, train: Callable[[], dict]) -> dict:
+  """``train()``'s result for one part of an experiment, trained once per setup.
+
+  The result is kept in ``out/name.partial/SETUP/part.json``, SETUP a digest
+  of ``setup``, until `save` writes the whole record: an interrupted
+  experiment started again with the same setup reads the parts it finished
+  instead of training them again; a changed setup trains everything.
+
+  Args:
+    out: the experiment's output directory.
+    name: the experiment's name.
+    setup: everything that decides the results (hyperparameters, seeds, rules).
+    part: the part's name, unique within the experiment (e.g. ``'vit-fa'``).
+    train: trains the part and returns its JSON-serialisable result.
+  """
+  digest = hashlib.sha256(json.dumps(_jsonable(setup), sort_keys=True).encode()).hexdigest()[:12]
+  path = os.path.join(out, f"{name}.partial", digest, f"{part}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  result = _jsonable(train())
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(result, f)
+  os.replace(path + ".tmp", path)  # A part is kept whole or not at all.
+  return result
+
+
 def save(out: str, name: str, fig, record: dict[str, Any]) -> dict[str, Any]:
-  """Writes ``out/name.png`` and ``out/name.json``; returns ``record``."""
+  """Writes ``out/name.png`` and ``out/name.json`` and drops the parts kept on the way; returns ``record``."""
   os.makedirs(out, exist_ok=True)
   fig.savefig(os.path.join(out, f"{name}.png"), dpi=110, bbox_inches="tight")
   import matplotlib.pyplot as plt
@@ -119,6 +151,7 @@ def save(out: str, name: str, fig, record: dict[str, Any]) -> dict[str, Any]:
   plt.close(fig)
   with open(os.path.join(out, f"{name}.json"), "w") as f:
     json.dump(_jsonable(record), f, indent=1, sort_keys=False)
+  shutil.rmtree(os.path.join(out, f"{name}.partial"), ignore_errors=True)
   return record
 
 

@@ -165,8 +165,10 @@ def _findings(table: dict, sweep: dict, setup: dict) -> list[dict]:
 def run(out: str, quick: bool = False) -> dict:
   """Trains the table and the sweep, each cell at its own chosen rate; writes the figure and the record."""
   setup = _setup(quick)
-  table = {r: {c: _cell(r, c, setup) for c in setup["combos"]} for r in setup["rules"]}
-  sweep = {c: _sign_concordance(c, setup) for c in setup["combos"]}
+  table = {r: {c: common.remembered(out, NAME, setup, f"{r}-{c}", lambda: _cell(r, c, setup))
+               for c in setup["combos"]} for r in setup["rules"]}
+  sweep = {c: common.remembered(out, NAME, setup, f"sc-{c}", lambda: _sign_concordance(c, setup))
+           for c in setup["combos"]}
 
   fig, (ax_table, ax_sweep) = common.figure(2, width=4.8)
   width = 0.8 / len(setup["combos"])

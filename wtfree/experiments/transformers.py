@@ -114,7 +114,8 @@ def _train(task: str, rule: str, setup: dict) -> dict:
 def run(out: str, quick: bool = False) -> dict:
   """Trains both models under every rule; writes the figure and the record."""
   setup = _setup(quick)
-  results = {task: {rule: _train(task, rule, setup) for rule in setup["rules"]
+  results = {task: {rule: common.remembered(out, NAME, setup, f"{task}-{rule}", lambda: _train(task, rule, setup))
+                    for rule in setup["rules"]
                     if rule not in NOT_APPLICABLE.get(task, {})} for task in TASKS}
   rules = setup["rules"]
   fig, axes = common.figure(3, width=4.6)
