@@ -177,3 +177,21 @@ def test_an_interrupted_experiment_trains_only_its_missing_parts(tmp_path):
   fig, _ = common.figure(1)
   common.save(str(tmp_path), "exp", fig, {"setup": setup})
   assert not (tmp_path / "exp.partial").exists()
+
+
+@pytest.mark.slow
+def test_fa_conv_chooses_bps_settings_and_reports_every_layers_angles(tmp_path):
+  from wtfree.experiments import fa_conv
+
+  fa_conv.run(str(tmp_path), quick=True)
+  record = _written(tmp_path, "fa_conv")
+  s = record["summary"]
+  assert s["chosen"]["learning_rate"] in record["setup"]["learning_rates"]
+  assert s["test_error"]["bp"]["mean"] < 15, s["test_error"]
+  for layer in fa_conv.LAYERS:
+    angles = np.asarray(record["results"]["fa"]["delta_angle"][layer])
+    assert angles.shape == (len(record["results"]["fa"]["steps"]), record["setup"]["seeds"])
+    assert s["layers"][layer]["verdict"] in ("holds", "partly", "not")
+  # The dense layer under the head aligns as in the fully connected case; fa starts orthogonal there.
+  assert s["layers"]["Dense_0"]["delta_first"] > 80, s["layers"]
+  assert s["layers"]["Dense_0"]["delta_final"]["mean"] < 70, s["layers"]
