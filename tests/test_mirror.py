@@ -10,9 +10,12 @@ import pytest
 
 from wtfree import backend
 from wtfree import feedback
+from wtfree import hlo
 from wtfree import learning
 from wtfree import metrics
+from wtfree import models
 from wtfree import nn as wnn
+from wtfree import sharding
 from wtfree.feedback import weight_mirror
 
 
@@ -100,8 +103,8 @@ def test_mirror_noise_has_unit_moments_and_unknown_kinds_are_refused():
 
 
 def _context(noise, activation, bias=None):
-  return feedback.StepContext(op=lambda x, w: x @ w, inputs=noise, noise=lambda kind: noise, activation=activation,
-                              bias=bias)
+  return feedback.StepContext(op=lambda x, w: x @ w, inputs=noise, noise=lambda kind, batches=1: noise,
+                              activation=activation, bias=bias)
 
 
 def test_mirror_lr_adds_the_reference_codes_sum_of_x_times_phi_of_z():
@@ -148,3 +151,20 @@ def test_a_dense_layers_mirror_pass_hands_the_rule_its_bias():
   variables = learner.init(jax.random.key(0))
   jax.eval_shape(learner.between_steps, variables, jax.random.key(1))
   assert seen and seen[-1].shape == (3,)
+
+
+def test_a_pass_of_many_draws_sums_over_the_devices_once():
+  mesh = sharding.make_mesh(jax.devices()[:8])
+  model = models.get_model("mlp", num_classes=10, widths=(256,), rule="wm")
+  x = jnp.zeros((1, 64))
+  reduced = {}
+  for batch in (512, 32):
+    learner = learning.Learner(model, x, mirror_batch_size=batch, input_sharding=sharding.batch_sharding(mesh),
+                               train=False)
+    variables = learner.init(jax.random.key(0))
+    text = jax.jit(learner.between_steps).lower(variables, jax.random.key(1)).compile().as_text()
+    reduced[batch] = hlo.summary(hlo.collectives(text)).get("all-reduce", {}).get("elements", 0)
+  rule = feedback.get_rule("wm")
+  assert rule.plan((64, 256), (32, 256))[1] > 4 * rule.plan((64, 256), (512, 256))[1]  # Many draws against one.
+  # The draws' covariances are summed on each device first: what crosses devices is what one draw sends.
+  assert 0 < reduced[32] == reduced[512], reduced

@@ -38,7 +38,7 @@ def _digits_batch(n=256):
 
 def _warm_up(model, variables, passes, mesh=None):
   input_sharding = sharding.batch_sharding(mesh) if mesh is not None else None
-  run = jax.jit(_learner(model, 256, passes=5, input_sharding=input_sharding).update)
+  run = jax.jit(_learner(model, 256, passes=5, input_sharding=input_sharding).between_steps)
   for i in range(passes // 5):
     variables = run(variables, jax.random.key(i))
     jax.block_until_ready(variables)
@@ -47,7 +47,7 @@ def _warm_up(model, variables, passes, mesh=None):
 
 def test_one_pass_changes_only_feedback():
   model, variables = _setup()
-  after = jax.jit(_learner(model, 64).update)(variables, jax.random.key(1))
+  after = jax.jit(_learner(model, 64).between_steps)(variables, jax.random.key(1))
   jax.tree.map(np.testing.assert_array_equal, after["params"], variables["params"])
   jax.tree.map(np.testing.assert_array_equal, after["batch_stats"], variables["batch_stats"])
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), after["feedback"], variables["feedback"])

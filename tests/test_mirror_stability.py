@@ -46,7 +46,7 @@ def test_mirror_follows_a_dense_w_that_grows_and_turns():
     ctx = feedback.StepContext(
         op=lambda x, w: x @ w,
         inputs=jnp.zeros((batch, fan_in)),
-        noise=lambda kind: jax.random.normal(next(keys), (batch, fan_in)),
+        noise=lambda kind, batches=1: jax.random.normal(next(keys), (batches * batch, fan_in)),
         activation=nn.relu,
     )
     w = _moving_w(step, w0, w1, growth, turn)

@@ -134,8 +134,9 @@ def _between_steps(module, rule, op, inputs, kernel, state, values, activation, 
     return
   settings = settings if isinstance(settings, step.BetweenSteps) else step.BetweenSteps()
 
-  def noise(kind):
-    drawn = counter_prng.unit_noise(module.make_rng("mirror"), inputs.shape, inputs.dtype, kind)
+  def noise(kind, batches=1):
+    shape = (batches * inputs.shape[0], *inputs.shape[1:])
+    drawn = counter_prng.unit_noise(module.make_rng("mirror"), shape, inputs.dtype, kind)
     # Split like the batch: unconstrained, every device would draw and mirror the whole of it.
     return drawn if settings.sharding is None else jax.lax.with_sharding_constraint(drawn, settings.sharding)
 

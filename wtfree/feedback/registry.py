@@ -36,8 +36,9 @@ class StepContext:
     op: the layer's op, linear in its input and in its kernel.
     inputs: the layer's input in this pass (a placeholder; only its shape
       and dtype mean anything).
-    noise: ``noise(kind)`` draws zero-mean unit-variance noise of the
-      input's shape ('gaussian' or 'uniform'), fresh in every pass.
+    noise: ``noise(kind, batches=1)`` draws zero-mean unit-variance noise
+      ('gaussian' or 'uniform') of the input's shape with ``batches`` times
+      its batch, split over the devices like the batch, fresh in every pass.
     activation: the nonlinearity that follows the layer in its model.
     bias: the bias the layer adds to ``op(inputs, kernel)``, or None where
       it has none (wm's reference-code update adds it to z).
@@ -51,7 +52,7 @@ class StepContext:
 
   op: LinearOp
   inputs: Array
-  noise: Callable[[str], Array]
+  noise: Callable[..., Array]
   activation: Callable[[Array], Array]
   bias: Array | None = None
   passes: int = 1

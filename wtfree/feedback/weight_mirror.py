@@ -115,8 +115,9 @@ class WeightMirror(Rule):
     The rate per pass is ``decay`` where set; otherwise the larger of the
     lag's rate, ``1 - (1 - 1 / LAG_STEPS) ** (1 / passes)``, and the rate
     that one noise batch allows at `TARGET_DEGREES`. ``draws`` is the
-    fewest noise batches per pass whose average leaves at most that angle
-    at this rate, at most `MAX_DRAWS`.
+    fewest noise batches per pass (drawn as one batch of ``draws`` times the
+    mirror batch) whose estimate leaves at most that angle at this rate, at
+    most `MAX_DRAWS`.
 
     Args:
       w_shape: the forward kernel's shape.
@@ -156,9 +157,10 @@ class WeightMirror(Rule):
       (summed,) = kernel_vjp(ctx.activation(z))
       return {"kernel": (b + self.mirror_lr * summed).astype(b.dtype)}
     decay, draws = self.plan(w.shape, jax.eval_shape(ctx.op, ctx.inputs, w).shape, ctx.passes)
-    # One estimate per noise batch, averaged: joining the batches would reshard a sharded batch.
-    estimate = sum(mirror_estimate(ctx.op, ctx.noise(self.noise) * scale, w, ctx.activation)
-                   for _ in range(draws)) / (draws * jnp.square(scale))
+    # The draws as one batch, split over the devices like the batch: one product each way and one sum over
+    # the devices, where an estimate per draw would sum over the devices once per draw.
+    noise = ctx.noise(self.noise, draws) * scale
+    estimate = mirror_estimate(ctx.op, noise, w, ctx.activation) / jnp.square(scale)
     return {"kernel": ((1.0 - decay) * b + decay * estimate).astype(b.dtype)}
 
 
