@@ -143,3 +143,32 @@ def test_a_periodic_action_added_from_outside_runs_at_its_period_and_is_logged(t
   assert probes[-1]["head_norm"] == pytest.approx(float(jnp.linalg.norm(state.params["head"]["kernel"])))
   with pytest.raises(ValueError, match="every_steps 0 is not a positive step count"):
     actions.Periodic("probe", every_steps=0, fn=head_norm)
+
+
+def test_a_stretch_of_steps_is_the_same_on_the_device_and_fed_from_the_host():
+  from wtfree import dispatch  # pylint: disable=g-import-not-at-top
+  from wtfree import steppers  # pylint: disable=g-import-not-at-top
+
+  config = _config(rule="fa", num_steps=12)
+  parts = train._parts(config)  # pylint: disable=protected-access
+  programs = train._programs(config, parts, keep_going=False)  # pylint: disable=protected-access
+
+  def stretch(stepper):
+    state = steps.create_train_state(parts.model, parts.make_tx({}), parts.ds.input_shape, config.seed, parts.mesh,
+                                     parts.learner)
+    state, guard, metrics, taken, last_batch = stepper.run(state, dispatch.Guard.fresh(state.params), 0, 7)
+    return jax.device_get((state, guard, jax.tree.map(lambda m: m[:taken], metrics), last_batch()))
+
+  class Never:
+    requested = False
+
+  on_device = steppers.OnDevice(programs.step, parts.ds.arrays["train"], parts.ds.train_indices, parts.hparams,
+                                mesh=parts.mesh, batch_sharding=programs.batch_sharding,
+                                donate_argnums=programs.donated, longest=10, slow_loop=False)
+  host_fed = steppers.HostFed(programs.train, steppers.host_batches(parts.views, 0, parts.mesh, prefetch=2),
+                              parts.hparams, Never())
+  (state, guard, metrics, batch), (fed_state, fed_guard, fed_metrics, fed_batch) = stretch(on_device), stretch(host_fed)
+  assert int(state.step) == int(fed_state.step) == 7 and bool(guard.ok) and bool(fed_guard.ok)
+  _leaves_equal(batch, fed_batch, rtol=0, atol=0)
+  _leaves_equal(metrics, fed_metrics, rtol=1e-5, atol=1e-6)
+  _leaves_equal(state.params, fed_state.params, rtol=1e-5, atol=1e-6)
