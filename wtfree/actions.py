@@ -84,8 +84,7 @@ class Periodic:
     return self.fn(step, state)
 
 
-def fmt(values: dict, skip: tuple[str, ...] = ()) -> str:
-  """``key=value`` pairs for a log line, leaving out the keys starting with ``skip`` and the per-seed lists."""
+def _fmt(values: dict, skip: tuple[str, ...] = ()) -> str:
   return " ".join(f"{k}={v:.4g}" for k, v in values.items()
                   if not k.startswith(skip) and not isinstance(v, list))
 
@@ -165,7 +164,7 @@ class Log:
         summary.update(replicas.summarise(jax.device_get(angles), self._n))
       self._writer.write(done, "train", summary)
       logging.info("step %d/%d %s %s eta %.0fs", done, self._total,
-                   fmt(summary, skip=("angle/", "ratio/", "rule/")), summary_lib.angles_line(summary), eta)
+                   _fmt(summary, skip=("angle/", "ratio/", "rule/")), summary_lib.angles_line(summary), eta)
     self._pending.clear()
 
 
@@ -203,7 +202,7 @@ class Evaluate:
       count = np.maximum(np.asarray(sums.pop("count"), np.float64), 1.0)
       results = replicas.summarise({f"{prefix}/{k}": np.asarray(v) / count for k, v in sums.items()}, self._n)
       self._writer.write(step, "eval" if split == "test" else split, results)
-      logging.info("step %d %s %s", step, split, fmt(results))
+      logging.info("step %d %s %s", step, split, _fmt(results))
 
 
 class Checkpoint:
