@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from wtfree import data
 from wtfree import feedback
 from wtfree import models
 from wtfree import optim
+from wtfree import preemption
 from wtfree import sharding
 from wtfree import steps
 from wtfree import train
@@ -172,3 +174,21 @@ def test_a_stretch_of_steps_is_the_same_on_the_device_and_fed_from_the_host():
   _leaves_equal(batch, fed_batch, rtol=0, atol=0)
   _leaves_equal(metrics, fed_metrics, rtol=1e-5, atol=1e-6)
   _leaves_equal(state.params, fed_state.params, rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_saves_the_step_it_came_at_and_the_run_started_again_ends_as_one_run_would(tmp_path):
+  from wtfree import actions  # pylint: disable=g-import-not-at-top
+
+  def sigterm(step, state):
+    del state
+    if step == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  config = _config(num_steps=20, checkpoint_every_steps=1000, angles=False)
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  with pytest.raises(preemption.Preempted, match="after step 10, checkpoint saved"):
+    train.train_and_evaluate(config, str(tmp_path / "stopped"), actions=[actions.Periodic("kill", 5, sigterm)])
+  assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["10"]
+  resumed = train.train_and_evaluate(config, str(tmp_path / "stopped"))
+  for field in ("params", "opt_state", "rng"):
+    _leaves_equal(getattr(resumed, field), getattr(straight, field), rtol=0, atol=0)
