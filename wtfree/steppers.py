@@ -60,8 +60,8 @@ class OnDevice:
     self._device = tuple(jax.device_put(a, sharding.replicated(mesh)) for a in train)
     self._indices, self._hparams, self._longest, self._batch_sharding = indices, hparams, longest, batch_sharding
     if slow_loop:
-      self._steps = dispatch.one_by_one(step_fn, batch_sharding, functools.partial(steps.jit,
-                                                                                   donate_argnums=donate_argnums))
+      jit = functools.partial(steps.jit, donate_argnums=donate_argnums)
+      self._steps = dispatch.one_by_one(step_fn, batch_sharding, jit)
     else:
       self._steps = steps.jit(dispatch.scan_steps(step_fn, batch_sharding), donate_argnums=donate_argnums)
 
