@@ -94,7 +94,7 @@ def _save_config(config, workdir: str) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False,
-                       actions: Sequence[actions_lib.Periodic] = ()) -> steps.TrainState:
+                       actions: Sequence[actions_lib.Action] = ()) -> steps.TrainState:
   """Trains and evaluates the run ``config`` describes, resuming from ``workdir``.
 
   Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
@@ -122,8 +122,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
       back to its state at the last log, eval or checkpoint boundary before
       it diverged and stays there, reported in ``workdir/diverged.json``,
       while the others go on (a sweep's cells), instead of stopping the run.
-    actions: `wtfree.actions.Periodic` actions the loop runs at their
-      periods, after its own evaluation, logging what they return.
+    actions: `wtfree.actions.Periodic` actions (or any `wtfree.actions.Action`)
+      the loop runs at their periods, after its own log and evaluation and
+      before its checkpoint, logging what they return.
 
   Returns:
     The final train state (with a leading replica axis when ``num_seeds > 1``).
