@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from wtfree import data
 from wtfree import feedback
 from wtfree import models
 from wtfree import optim
+from wtfree import preemption
 from wtfree import sharding
 from wtfree import steps
 from wtfree import train
@@ -38,8 +40,8 @@ def _leaves_equal(a, b, **tol):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol), a, b)
 
 
-def _run_steps(config, devices, steps):
-  """``steps`` train steps on a mesh of ``devices``, blocking on each."""
+def _run_steps(config, devices, num_steps):
+  """``num_steps`` train steps on a mesh of ``devices``, blocking on each."""
   mesh = sharding.make_mesh(devices)
   ds = data.get_dataset(config)
   model = models.create(config, ds.num_classes, ds.input_shape)
@@ -48,7 +50,7 @@ def _run_steps(config, devices, steps):
   state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
   step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))
   batches = ds.train_batches()
-  for _ in range(steps):
+  for _ in range(num_steps):
     state, _ = step(state, sharding.global_batch(next(batches), mesh))
     jax.block_until_ready(state)
   return jax.device_get(state)
@@ -143,3 +145,50 @@ def test_a_periodic_action_added_from_outside_runs_at_its_period_and_is_logged(t
   assert probes[-1]["head_norm"] == pytest.approx(float(jnp.linalg.norm(state.params["head"]["kernel"])))
   with pytest.raises(ValueError, match="every_steps 0 is not a positive step count"):
     actions.Periodic("probe", every_steps=0, fn=head_norm)
+
+
+def test_a_stretch_of_steps_is_the_same_on_the_device_and_fed_from_the_host():
+  from wtfree import dispatch  # pylint: disable=g-import-not-at-top
+  from wtfree import steppers  # pylint: disable=g-import-not-at-top
+
+  config = _config(rule="fa", num_steps=12)
+  parts = train._parts(config)  # pylint: disable=protected-access
+  programs = train._programs(config, parts, keep_going=False)  # pylint: disable=protected-access
+
+  def stretch(stepper):
+    state = steps.create_train_state(parts.model, parts.make_tx({}), parts.ds.input_shape, config.seed, parts.mesh,
+                                     parts.learner)
+    state, guard, metrics, taken, last_batch = stepper.run(state, dispatch.Guard.fresh(state.params), 0, 7)
+    return jax.device_get((state, guard, jax.tree.map(lambda m: m[:taken], metrics), last_batch()))
+
+  class Never:
+    requested = False
+
+  on_device = steppers.OnDevice(programs.step, parts.ds.arrays["train"], parts.ds.train_indices, parts.hparams,
+                                mesh=parts.mesh, batch_sharding=programs.batch_sharding,
+                                donate_argnums=programs.donated, longest=10, slow_loop=False)
+  host_fed = steppers.HostFed(programs.train, steppers.host_batches(parts.views, 0, parts.mesh, prefetch=2),
+                              parts.hparams, Never())
+  (state, guard, metrics, batch), (fed_state, fed_guard, fed_metrics, fed_batch) = stretch(on_device), stretch(host_fed)
+  assert int(state.step) == int(fed_state.step) == 7 and bool(guard.ok) and bool(fed_guard.ok)
+  _leaves_equal(batch, fed_batch, rtol=0, atol=0)
+  _leaves_equal(metrics, fed_metrics, rtol=1e-5, atol=1e-6)
+  _leaves_equal(state.params, fed_state.params, rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_saves_the_step_it_came_at_and_the_run_started_again_ends_as_one_run_would(tmp_path):
+  from wtfree import actions  # pylint: disable=g-import-not-at-top
+
+  def sigterm(step, state):
+    del state
+    if step == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  config = _config(num_steps=20, checkpoint_every_steps=1000, angles=False)
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  with pytest.raises(preemption.Preempted, match="after step 10, checkpoint saved"):
+    train.train_and_evaluate(config, str(tmp_path / "stopped"), actions=[actions.Periodic("kill", 5, sigterm)])
+  assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["10"]
+  resumed = train.train_and_evaluate(config, str(tmp_path / "stopped"))
+  for field in ("params", "opt_state", "rng"):
+    _leaves_equal(getattr(resumed, field), getattr(straight, field), rtol=0, atol=0)

@@ -1,17 +1,15 @@
 """The training loop: data, steps, checkpoints, logs and evaluation, from a config."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import functools
-import itertools
 import json
 import time
-import warnings
+from typing import Any, NamedTuple
 
 from absl import logging
 from etils import epath
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -26,14 +24,13 @@ from wtfree import optim
 from wtfree import preemption
 from wtfree import replicas
 from wtfree import sharding
+from wtfree import steppers
 from wtfree import steps
 from wtfree import summary as summary_lib
 from wtfree import validate
 from wtfree import writers
 
 Array = jax.Array
-
-
 
 
 def _nonfinite_layers(finite_grads) -> list[str]:
@@ -97,7 +94,7 @@ def _save_config(config, workdir: str) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_going: bool = False,
-                       actions: Sequence[actions_lib.Periodic] = ()) -> steps.TrainState:
+                       actions: Sequence[actions_lib.Action] = ()) -> steps.TrainState:
   """Trains and evaluates the run ``config`` describes, resuming from ``workdir``.
 
   Writes ``workdir/metrics.jsonl``, TensorBoard events and orbax checkpoints;
@@ -125,8 +122,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
       back to its state at the last log, eval or checkpoint boundary before
       it diverged and stays there, reported in ``workdir/diverged.json``,
       while the others go on (a sweep's cells), instead of stopping the run.
-    actions: `wtfree.actions.Periodic` actions the loop runs at their
-      periods, after its own evaluation, logging what they return.
+    actions: `wtfree.actions.Periodic` actions (or any `wtfree.actions.Action`)
+      the loop runs at their periods, after its own log and evaluation and
+      before its checkpoint, logging what they return.
 
   Returns:
     The final train state (with a leading replica axis when ``num_seeds > 1``).
@@ -143,9 +141,93 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
     return _train_and_evaluate(config, workdir, keep_going, tuple(actions))
 
 
-def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) -> steps.TrainState:
+def _train_and_evaluate(config, workdir: str, keep_going: bool, user_actions: tuple) -> steps.TrainState:
   """`train_and_evaluate`'s work, with the config checked and the workdir held."""
   began = time.time()
+  parts = _parts(config)
+  n, total_steps = parts.n, parts.total_steps
+  tx = parts.make_tx({k: v[0] for k, v in parts.values.items()})
+  state = steps.create_train_state(parts.model, tx, parts.ds.input_shape, config.seed, parts.mesh, parts.learner,
+                                   replica_seeds=replicas.seeds(config), hparams=parts.values)
+  ckpt = checkpoint.Checkpointer(
+      workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
+  )
+  resumed, state, diverged = _resume(ckpt, state, workdir)
+  _save_config(config, workdir)
+  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
+                                cells=len(grid.cells(config)), resumed_at=resumed)
+  programs = _programs(config, parts, keep_going)
+  start = int(np.ravel(state.step)[0])
+  stop = preemption.StopOnSigterm()
+  log = actions_lib.Log(writer, every_steps=config.log_every_steps, total_steps=total_steps, start=start,
+                        examples_per_step=config.batch_size * n, num_seeds=n, skip_nonfinite=programs.skip,
+                        align=programs.align if config.get("angles", True) else None)
+  evaluate = actions_lib.Evaluate(writer, every_steps=config.eval_every_steps, eval_fn=programs.eval, ds=parts.ds,
+                                  mesh=parts.mesh, num_seeds=n)
+  meta = lambda step: {"data_position": step, "rule": config.rule, "num_seeds": n, "diverged": diverged}
+  saves = actions_lib.Checkpoint(ckpt, every_steps=config.checkpoint_every_steps, total_steps=total_steps,
+                                 every_minutes=config.get("checkpoint_every_minutes", 0), meta=meta)
+  # In this order at every boundary: the user's actions see the log and eval of their step written.
+  actions = [log, evaluate, *user_actions, saves, actions_lib.Preemption(stop, saves, workdir)]
+  every = tuple(action.every_steps for action in actions)
+  mirror, trainer = _steppers(config, parts, programs, stop, start, dispatch.longest_run(total_steps, every))
+  loop = _Loop(config, workdir, keep_going, parts, programs, ckpt, diverged, every, mirror, trainer, log)
+
+  if start == 0 and config.get("eval_at_start", False):
+    log.angles_at_start(state, trainer.first_batch)
+    evaluate.run(0, state)
+  step = start
+  with stop:
+    try:
+      while step < total_steps:
+        state, step = _stretch(loop, state, step)
+        for action in actions:
+          if action.due(step, total_steps):
+            if action.after_log:
+              log.flush()
+            results = action.run(step, state)
+            if results:
+              writer.write(step, action.name, results)
+    except preemption.Preempted:
+      log.flush()
+      ckpt.wait()
+      writer.close()
+      raise
+    except BaseException:
+      # Saves still in flight finish (or fail) before the error leaves: the last good checkpoint stays whole.
+      ckpt.wait()
+      raise
+  log.flush()
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  if jax.process_index() == 0:
+    for line in summary_lib.closing_lines(workdir, num_classes=parts.ds.num_classes, seconds=time.time() - began,
+                                          steps_taken=total_steps - start, finished_before=start >= total_steps):
+      logging.info("%s", line)
+  return state
+
+
+class _Parts(NamedTuple):
+  """What a run is made of: its mesh, data, model, learner, optimizer and length."""
+
+  n: int  # Replicas (1: a single run, without a replica axis).
+  mesh: Any
+  values: dict  # Each replica's swept values (`replicas.hparams`).
+  hparams: Any  # The steps' argument of those values: one replica's, or all of them on the mesh.
+  ds: Any
+  views: list  # Each replica's view of the data.
+  task: str
+  model: Any
+  learner: Any
+  make_tx: Callable  # A replica's values -> its optimizer; the structure of its state is the same for all.
+  steps_per_epoch: int
+  total_steps: int
+  mirror_steps: int
+
+
+def _parts(config) -> _Parts:
+  """The parts of the run ``config`` describes."""
   n = replicas.count(config)
   mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
   # A sweep's per-replica values: arguments of the step, not constants of its trace.
@@ -159,255 +241,148 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
   steps_per_epoch = max(1, ds.num_train // config.batch_size)
   total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
   learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
-                         passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
+                               passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
   mirror_steps = optim.mirror_steps(config, steps_per_epoch)
   frozen = None
   if learner.may_freeze:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
     frozen = steps.frozen_params(model, learner, first, task, config.seed)
-  # The optimizer of each replica's values; the structure of its state is the same for all.
-  make_tx = lambda hp: optim.make(config, steps_per_epoch, frozen, hp)
-  tx = make_tx({k: v[0] for k, v in values.items()})
+  make_tx = functools.partial(optim.make, config, steps_per_epoch, frozen)
+  return _Parts(n, mesh, values, hparams, ds, views, task, model, learner, make_tx, steps_per_epoch, total_steps,
+                mirror_steps)
 
-  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
-                             replica_seeds=replicas.seeds(config), hparams=values)
-  ckpt = checkpoint.Checkpointer(
-      workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
-  )
-  resumed, restored, meta = ckpt.restore_latest(checkpoint.abstract_like(state))
-  diverged: dict[str, dict] = {}  # Replica -> the step and loss at which it stopped (keep_going).
-  if resumed is not None:
-    state = restored
-    diverged = dict(meta.get("diverged", {}))
-    logging.info("Resumed from the checkpoint at step %d in %s", resumed, workdir)
-  _save_config(config, workdir)
-  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
-                                cells=len(grid.cells(config)), resumed_at=resumed)
 
+class _Programs(NamedTuple):
+  """The run's steps, compiled (all but `step`) and vmapped over its replicas."""
+
+  step: Callable  # (state, guard, batch as read, hparams) -> (state, guard, metrics), not compiled.
+  train: Callable  # `step`, compiled, donating `donated`.
+  donated: tuple
+  batch_sharding: Any
+  keep: Callable  # `dispatch.keep_alive`.
+  mirror: Callable  # (state, hparams) -> state: the steps before training.
+  fresh_guard: Callable  # (params, alive) -> a `dispatch.Guard`.
+  eval: Callable  # (state, batch) -> the batch's metric sums.
+  align: Callable  # (state, batch) -> angles.
+  skip: bool  # Non-finite steps are skipped.
+
+
+def _programs(config, parts: _Parts, keep_going: bool) -> _Programs:
+  """The steps of the run made of ``parts``."""
+  n, ds, model, learner, task, hparams = parts.n, parts.ds, parts.model, parts.learner, parts.task, parts.hparams
   skip = bool(config.get("skip_nonfinite", False))
 
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
-    return steps.train_step(state, batch, model=replica_model, tx=make_tx(hp), task=task, learner=replica_learner,
-                      weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp), skip_nonfinite=skip)
-
-  guarded_step = replicas.per_replica(
-      dispatch.guarded(replica_step, skip_nonfinite=skip, keep_going=keep_going), n)
-  # Batches reach the device as read (uint8 pixels for TFDS sets) and are made ready there.
-  step_fn = lambda state, guard, batch, hp: guarded_step(state, guard, ds.prepare(batch), hp)
-  on_prepared = lambda fn: (lambda state, batch: fn(state, ds.prepare(batch)))
-  batch_place = sharding.batch_sharding(mesh) if n == 1 else sharding.replica_batch_sharding(mesh)
-  # Under keep_going the state from before a run of steps stays, for the replicas that diverge in it.
-  donated = (1,) if keep_going else (0, 1)
-  jit_train = steps.jit(step_fn, donate_argnums=donated)
-  jit_keep = jax.jit(replicas.per_replica(dispatch.keep_alive, n))
-  mirror = lambda state, hp: steps.between_steps_only(state, learner=steps.specialise(model, learner, hp)[1])
-  jit_mirror = steps.jit(replicas.per_replica(mirror, n), donate_argnums=0)
-  fresh_guard = jax.jit(replicas.per_replica(dispatch.Guard.fresh, n))
-  # Which replicas have not diverged (one flag without a replica axis for a single run).
-  alive = lambda: np.array([str(r) not in diverged for r in range(n)]).reshape((n,) if n > 1 else ())
-  jit_eval = steps.jit(on_prepared(
-      replicas.per_replica(functools.partial(steps.eval_step, model=model, task=task), n, (0, None))))
+    return steps.train_step(state, batch, model=replica_model, tx=parts.make_tx(hp), task=task,
+                            learner=replica_learner,
+                            weight_decay_rate=optim.weight_decay_rate(config, parts.steps_per_epoch, hp),
+                            skip_nonfinite=skip)
 
   def align(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
     return steps.alignment_step(state, batch, model=replica_model, task=task, learner=replica_learner)
 
+  guarded_step = replicas.per_replica(dispatch.guarded(replica_step, skip_nonfinite=skip, keep_going=keep_going), n)
+  # Batches reach the device as read (uint8 pixels for TFDS sets) and are made ready there.
+  step_fn = lambda state, guard, batch, hp: guarded_step(state, guard, ds.prepare(batch), hp)
+  # Under keep_going the state from before a run of steps stays, for the replicas that diverge in it.
+  donated = (1,) if keep_going else (0, 1)
+  mirror = lambda state, hp: steps.between_steps_only(state, learner=steps.specialise(model, learner, hp)[1])
+  eval_step = replicas.per_replica(functools.partial(steps.eval_step, model=model, task=task), n, (0, None))
   jit_align = steps.jit(lambda state, batch, hp: replicas.per_replica(align, n)(state, ds.prepare(batch), hp))
+  return _Programs(
+      step=step_fn,
+      train=steps.jit(step_fn, donate_argnums=donated),
+      donated=donated,
+      batch_sharding=sharding.batch_sharding(parts.mesh) if n == 1 else sharding.replica_batch_sharding(parts.mesh),
+      keep=jax.jit(replicas.per_replica(dispatch.keep_alive, n)),
+      mirror=steps.jit(replicas.per_replica(mirror, n), donate_argnums=0),
+      fresh_guard=jax.jit(replicas.per_replica(dispatch.Guard.fresh, n)),
+      eval=steps.jit(lambda state, batch: eval_step(state, ds.prepare(batch))),
+      align=lambda state, batch: jit_align(state, batch, hparams),
+      skip=skip,
+  )
+
+
+def _steppers(config, parts: _Parts, programs: _Programs, stop, start: int, longest: int):
+  """The `steppers.Stepper` of the mirror-only steps and the one of the train steps, from ``start`` on."""
+  mirror = steppers.MirrorOnly(programs.mirror, parts.hparams, stop)
   # In-memory sets on one host: on the device whole, and a run of steps is one loop on the device
   # (or, where a loop would slow the steps down, one call each).
-  on_device = ds.arrays if jax.process_count() == 1 else None
-  if on_device is not None:
-    images, labels = (jax.device_put(a, sharding.replicated(mesh)) for a in on_device["train"])
-    if dispatch.loop_is_slow(lambda: learner.init({"params": jax.random.key(0)})):
-      jit_scan = dispatch.one_by_one(step_fn, batch_place, functools.partial(steps.jit, donate_argnums=donated))
-    else:
-      jit_scan = steps.jit(dispatch.scan_steps(step_fn, batch_place), donate_argnums=donated)
+  if parts.ds.arrays is not None and jax.process_count() == 1:
+    slow = dispatch.loop_is_slow(lambda: parts.learner.init({"params": jax.random.key(0)}))
+    return mirror, steppers.OnDevice(programs.step, parts.ds.arrays["train"], functools.partial(_indices, parts),
+                                     parts.hparams, mesh=parts.mesh, batch_sharding=programs.batch_sharding,
+                                     donate_argnums=programs.donated, longest=longest, slow_loop=slow)
+  batches = steppers.host_batches(parts.views, max(start, parts.mirror_steps), parts.mesh,
+                                  prefetch=int(config.get("prefetch", 2)))
+  return mirror, steppers.HostFed(programs.train, batches, parts.hparams, stop)
 
-  def indices(step, steps):
-    """``[steps, b]``, or ``[steps, N, b]`` for N replicas: the examples of each step's batches."""
-    if n == 1:
-      return ds.train_indices(step, steps)
-    return np.stack([view.train_indices(step, steps) for view in views], axis=1)
 
-  def gathered(rows):
-    return {"image": on_device["train"][0][rows], "label": on_device["train"][1][rows]}
+def _indices(parts: _Parts, step: int, count: int) -> np.ndarray:
+  """``[count, b]``, or ``[count, N, b]`` for N replicas: the examples of each step's batches."""
+  if parts.n == 1:
+    return parts.ds.train_indices(step, count)
+  return np.stack([view.train_indices(step, count) for view in parts.views], axis=1)
 
-  def host_batch(iterators):
-    if n == 1:
-      return sharding.global_batch(next(iterators[0]), mesh)
-    local = [next(it) for it in iterators]
-    return sharding.global_batch({k: np.stack([b[k] for b in local]) for k in local[0]}, mesh, replicas=True)
 
-  def evaluate(step):
-    splits = [("test", "eval")] + ([("validation", "val")] if ds.has_validation else [])
-    for split, prefix in splits:
-      sums = None
-      for local in ds.eval_batches(split):
-        batch_sums = jax.device_get(jit_eval(state, sharding.global_batch(local, mesh)))
-        sums = batch_sums if sums is None else jax.tree.map(np.add, sums, batch_sums)
-      count = np.maximum(np.asarray(sums.pop("count"), np.float64), 1.0)
-      results = replicas.summarise({f"{prefix}/{k}": np.asarray(v) / count for k, v in sums.items()}, n)
-      writer.write(step, "eval" if split == "test" else split, results)
-      logging.info("step %d %s %s", step, split, _fmt(results))
+def _resume(ckpt: checkpoint.Checkpointer, state, workdir: str):
+  """``(step, state, diverged)`` of the latest checkpoint in ``workdir``, or ``(None, state, {})``."""
+  resumed, restored, meta = ckpt.restore_latest(checkpoint.abstract_like(state))
+  if resumed is None:
+    return None, state, {}
+  logging.info("Resumed from the checkpoint at step %d in %s", resumed, workdir)
+  # Replica -> the step and loss at which it stopped (keep_going).
+  return resumed, restored, dict(meta.get("diverged", {}))
 
-  def save(step, force=False):
-    minutes = config.get("checkpoint_every_minutes", 0)
-    force = force or (minutes > 0 and time.time() - save.last > 60 * minutes)
-    if not force and step % config.checkpoint_every_steps:
-      return  # Not a checkpoint step: spare orbax's own check, a few ms at every boundary.
-    meta = {"data_position": step, "rule": config.rule, "num_seeds": n, "diverged": diverged}
-    if ckpt.save(step, state, meta, force=force):
-      save.last = time.time()
 
-  def train_run(state, guard, step, end):
-    """Steps ``step .. end - 1`` dispatched without reading anything back.
+class _Loop(NamedTuple):
+  """What a stretch of steps needs beyond the state."""
 
-    Returns the state, the guard, the steps' metrics (``[steps]`` or
-    ``[steps, N]`` on the device; for an in-memory set, ``[longest]`` with
-    the steps' rows first), the number of steps taken and a getter of the
-    last batch, for angles. A host-fed run stops early after the step
-    during which SIGTERM came.
-    """
-    if on_device is not None:
-      rows = indices(step, end - step)
-      padded = np.zeros((longest, *rows.shape[1:]), rows.dtype)
-      padded[:len(rows)] = rows
-      state, guard, metrics = jit_scan(state, guard, images, labels, jnp.asarray(padded), np.int32(len(rows)),
-                                       hparams)
-      return state, guard, metrics, end - step, lambda: jax.device_put(gathered(rows[-1]), batch_place)
-    runs = []
-    for _ in range(step, end):
-      batch = next(device_batches)
-      state, guard, metrics = jit_train(state, guard, batch, hparams)
-      runs.append(metrics)
-      if stop.requested:  # SIGTERM: stop at this step, not at the next boundary.
-        break
-    return state, guard, jax.tree.map(lambda *m: jnp.stack(m), *runs), len(runs), lambda: batch
+  config: Any
+  workdir: str
+  keep_going: bool
+  parts: _Parts
+  programs: _Programs
+  ckpt: checkpoint.Checkpointer
+  diverged: dict
+  every: tuple  # The periods whose multiples are boundaries.
+  mirror: steppers.Stepper
+  trainer: steppers.Stepper
+  log: actions_lib.Log
 
-  save.last = time.time()
-  start = int(np.ravel(state.step)[0])
-  device_batches = None
-  if on_device is None:
-    iterators = [view.train_batches(start_step=max(start, mirror_steps)) for view in views]
-    # The next batches are sent while the current step runs (device_put does not wait).
-    device_batches = dispatch.ahead((host_batch(iterators) for _ in itertools.count()),
-                                    max(1, int(config.get("prefetch", 2))))
-  history: dict[str, list] = {}
-  skipped = 0
-  last_batch = None
-  # Several hosts agree on the step to stop at after every step (JAX's preemption service).
-  every = (1,) if jax.process_count() > 1 else (
-      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
-      *(action.every_steps for action in actions))
-  longest = dispatch.longest_run(total_steps, every)
-  tick, tick_step = time.time(), start
-  step = start
-  pending = []  # A log line whose angles are still on the device: written while the next steps run.
 
-  def flush():
-    for done, summary, angles, eta in pending:
-      if angles is not None:
-        summary.update(replicas.summarise(jax.device_get(angles), n))
-      writer.write(done, "train", summary)
-      logging.info("step %d/%d %s %s eta %.0fs", done, total_steps,
-                   _fmt(summary, skip=("angle/", "ratio/", "rule/")), summary_lib.angles_line(summary), eta)
-    pending.clear()
+def _stretch(loop: _Loop, state, step: int):
+  """Runs the steps from ``step`` to the next boundary: ``(state, the step reached)``."""
+  end = dispatch.next_boundary(step, loop.parts.total_steps, loop.every)
+  if step < loop.parts.mirror_steps:
+    state, _, _, taken, _ = loop.mirror.run(state, None, step, min(end, loop.parts.mirror_steps))
+    loop.log.flush()
+    return state, step + taken
+  alive = _alive(loop.diverged, loop.parts.n)
+  before = state
+  state, guard, metrics, taken, last_batch = loop.trainer.run(state, loop.programs.fresh_guard(state.params, alive),
+                                                              step, end)
+  loop.log.flush()
+  guard, metrics = jax.device_get((guard, metrics))
+  state = _check_divergence(loop, guard, alive, state, before)
+  loop.log.record(step, step + taken, jax.tree.map(lambda m: m[:taken], metrics), last_batch)
+  return state, step + taken
 
-  if start == 0 and config.get("eval_at_start", False):
-    if config.get("angles", True):
-      if on_device is not None:
-        batch = jax.device_put(gathered(indices(0, 1)[0]), batch_place)
-      else:
-        batch = next(device_batches)
-        device_batches = itertools.chain([batch], device_batches)
-      pending.append((0, {}, jit_align(state, batch, hparams), 0.0))
-      flush()
-    evaluate(0)
 
-  try:
-    with preemption.StopOnSigterm() as stop:
-      while step < total_steps:
-        done = dispatch.next_boundary(step, total_steps, every)
-        if step < mirror_steps:
-          done = min(done, mirror_steps)
-          for taken_step in range(step + 1, done + 1):
-            state = jit_mirror(state, hparams)
-            if stop.requested:
-              break
-          done = taken_step
-          flush()
-        else:
-          before = state
-          state, guard, metrics, taken_steps, last_batch = train_run(state, fresh_guard(state.params, alive()), step,
-                                                                     done)
-          done = step + taken_steps
-          flush()
-          guard, taken = jax.device_get((guard, metrics))
-          taken = jax.tree.map(lambda m: m[:taken_steps], taken)
-          if not np.all(guard.ok) and not keep_going:
-            ckpt.wait()
-            raise steps.DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
-          if _record_divergence(config, guard, alive(), diverged):
-            _save_diverged(diverged, workdir)
-          if keep_going and diverged:
-            state = jit_keep(alive(), state, before)
-          finite = np.asarray(taken.pop("finite"), bool)
-          if skip and not finite.all():
-            skipped += int((~finite).sum())
-            logging.warning("steps %d-%d: %d with non-finite loss or gradients skipped", step + 1, done,
-                            int((~finite).sum()))
-          for k, v in taken.items():
-            history.setdefault(k, []).append(np.where(finite, np.asarray(v, np.float64), np.nan))
-        step = done
-        if done % config.log_every_steps == 0 or done == total_steps:
-          elapsed = time.time() - tick
-          summary = {"train/examples_per_second": (done - tick_step) * config.batch_size * n / max(elapsed, 1e-9)}
-          with warnings.catch_warnings():  # A window whose every step was skipped logs NaN.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            means = {f"train/{k}": np.nanmean(np.concatenate(v), axis=0) for k, v in history.items()}
-          summary.update(replicas.summarise(means, n))
-          if skipped:
-            summary["train/skipped_steps"] = skipped
-          angles = None
-          if last_batch is not None and config.get("angles", True):
-            angles = jit_align(state, last_batch(), hparams)  # Dispatched now, read after the next steps are.
-          pending.append((done, summary, angles, (total_steps - done) * elapsed / max(done - tick_step, 1)))
-          history, tick, tick_step = {}, time.time(), done
-        if done % config.eval_every_steps == 0 or done == total_steps:
-          flush()
-          evaluate(done)
-        for action in actions:
-          if action.due(done, total_steps):
-            flush()
-            results = action.fn(done, state)
-            if results:
-              writer.write(done, action.name, results)
-        stopping = stop.should_stop(done)
-        save(done, force=done == total_steps or stopping)
-        if stopping:
-          flush()
-          ckpt.wait()
-          writer.close()
-          raise preemption.Preempted(
-              f"stopped on SIGTERM after step {done}, checkpoint saved in {workdir}; "
-              "run the same command again to resume"
-          )
-  except BaseException:
-    # Saves still in flight finish (or fail) before the error leaves: the last good checkpoint stays whole.
-    ckpt.wait()
-    raise
-  flush()
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
-  if jax.process_index() == 0:
-    for line in summary_lib.closing_lines(workdir, num_classes=ds.num_classes, seconds=time.time() - began,
-                                          steps_taken=total_steps - start, finished_before=start >= total_steps):
-      logging.info("%s", line)
+def _check_divergence(loop: _Loop, guard: dispatch.Guard, alive: np.ndarray, state, before):
+  """Raises on a divergence; under keep_going, records it and returns diverged replicas to ``before``."""
+  if not np.all(guard.ok) and not loop.keep_going:
+    loop.ckpt.wait()
+    raise steps.DivergenceError(_divergence_message(loop.config, guard, loop.ckpt.latest_step(), loop.workdir))
+  if _record_divergence(loop.config, guard, alive, loop.diverged):
+    _save_diverged(loop.diverged, loop.workdir)
+  if loop.keep_going and loop.diverged:
+    return loop.programs.keep(_alive(loop.diverged, loop.parts.n), state, before)
   return state
 
 
-def _fmt(values: dict, skip: tuple[str, ...] = ()) -> str:
-  return " ".join(f"{k}={v:.4g}" for k, v in values.items()
-                  if not k.startswith(skip) and not isinstance(v, list))
+def _alive(diverged: dict, n: int) -> np.ndarray:
+  """Which replicas have not diverged (one flag without a replica axis for a single run)."""
+  return np.array([str(r) not in diverged for r in range(n)]).reshape((n,) if n > 1 else ())
