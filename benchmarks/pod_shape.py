@@ -158,7 +158,7 @@ def build(config, mesh=None, batch_keys: dict | None = None) -> Built:
   make_tx = lambda hp: optim.make(config, steps_per_epoch, None, hp)
   skip = bool(config.get("skip_nonfinite", False))
 
-  # `wtfree.train._train_and_evaluate`'s composition for one seed: what the loop compiles is what is read here.
+  # `wtfree.train._programs`'s composition for one seed: what the loop compiles is what is read here.
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
     return steps.train_step(state, batch, model=replica_model, tx=make_tx(hp), task=ds.task, learner=replica_learner,
