@@ -19,12 +19,12 @@ from wtfree import actions as actions_lib
 from wtfree import checkpoint
 from wtfree import data
 from wtfree import dispatch
-from wtfree import grid
 from wtfree import lock
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
 from wtfree import replicas
+from wtfree import settings
 from wtfree import sharding
 from wtfree import steps
 from wtfree import summary as summary_lib
@@ -42,7 +42,7 @@ def _nonfinite_layers(finite_grads) -> list[str]:
   return list(dict.fromkeys(layers))
 
 
-def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) -> str:
+def _divergence_message(run: settings.Run, guard: dispatch.Guard, last_good, workdir: str) -> str:
   """Names the step, the rule, the layers and, in a run of several seeds, the replicas that diverged."""
   ok = np.atleast_1d(np.asarray(guard.ok))
   bad = np.flatnonzero(~ok)
@@ -54,11 +54,11 @@ def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) 
   where = f"; non-finite gradients in {', '.join(layers)}" if layers else ""
   first = int(np.argmin(steps))
   if ok.size > 1:
-    seeds = replicas.seeds(config)
+    seeds = run.replicas.seeds
     named = ", ".join(f"{i} (seed {seeds[i]}, step {int(t)})" for i, t in zip(bad, steps))
-    what = f"at step {int(steps[first])} with rule {config.rule!r} in replica(s) {named} of {ok.size}"
+    what = f"at step {int(steps[first])} with rule {run.model.rule_name!r} in replica(s) {named} of {ok.size}"
   else:
-    what = f"at step {int(steps[first])} with rule {config.rule!r}"
+    what = f"at step {int(steps[first])} with rule {run.model.rule_name!r}"
   kept = f"the last good checkpoint is step {last_good} in {workdir}" if last_good else "no checkpoint was saved yet"
   return (
       f"loss is {float(losses[first])} {what}{where}; {kept}. "
@@ -68,7 +68,7 @@ def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) 
   )
 
 
-def _record_divergence(config, guard: dispatch.Guard, alive: np.ndarray, diverged: dict) -> bool:
+def _record_divergence(run: settings.Run, guard: dispatch.Guard, alive: np.ndarray, diverged: dict) -> bool:
   """Adds the replicas that diverged in this run of steps to ``diverged``; whether there were any."""
   newly = np.flatnonzero(np.atleast_1d(~np.asarray(guard.ok) & alive))
   for r in newly:
@@ -76,8 +76,8 @@ def _record_divergence(config, guard: dispatch.Guard, alive: np.ndarray, diverge
     # JSON has no NaN or infinity: a non-finite loss is written as its name.
     diverged[str(r)] = {"step": int(np.atleast_1d(guard.step)[r]), "loss": loss if np.isfinite(loss) else str(loss)}
     logging.warning("replica %d (seed %d) diverged at step %d (loss %s) with rule %r; it goes back to its state "
-                    "at the last boundary and the other replicas go on", r, replicas.seeds(config)[r],
-                    diverged[str(r)]["step"], diverged[str(r)]["loss"], config.rule)
+                    "at the last boundary and the other replicas go on", r, run.replicas.seeds[r],
+                    diverged[str(r)]["step"], diverged[str(r)]["loss"], run.model.rule_name)
   return bool(len(newly))
 
 
@@ -86,11 +86,11 @@ def _save_diverged(diverged: dict, workdir: str) -> None:
     (epath.Path(workdir) / "diverged.json").write_text(json.dumps(diverged, indent=1, sort_keys=True))
 
 
-def _save_config(config, workdir: str) -> None:
+def _save_config(run: settings.Run, workdir: str) -> None:
   if jax.process_index() == 0:
     path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    text = run.config_json
     saved = path / "config.json"
     if not saved.exists() or saved.read_text() != text:  # A finished run resumed on a read-only disk writes nothing.
       saved.write_text(text)
@@ -137,42 +137,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
     steps.DivergenceError: on a non-finite loss or gradient (unless
       ``config.skip_nonfinite``); the last good checkpoint stays.
   """
-  validate.check_config(config)
+  run = validate.check_config(config)
   validate.check_workdir(config, workdir)
   with lock.hold(workdir):
-    return _train_and_evaluate(config, workdir, keep_going, tuple(actions))
+    return _train_and_evaluate(run, workdir, keep_going, tuple(actions))
 
 
-def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) -> steps.TrainState:
-  """`train_and_evaluate`'s work, with the config checked and the workdir held."""
+def _train_and_evaluate(run: settings.Run, workdir: str, keep_going: bool, actions: tuple) -> steps.TrainState:
+  """`train_and_evaluate`'s work, with the config read and checked and the workdir held."""
   began = time.time()
-  n = replicas.count(config)
-  mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
+  n = run.replicas.count
+  mesh = sharding.make_mesh(replicas=run.replicas.groups)
   # A sweep's per-replica values: arguments of the step, not constants of its trace.
-  values = replicas.hparams(config)
+  values = run.replicas.hparams
   hparams = {k: v[0] for k, v in values.items()} if n == 1 else jax.device_put(values, sharding.replica_sharding(mesh))
-  ds = data.get_dataset(config)
+  ds = data.get_dataset(run.data)
   # The steps' task: the set's, or the classification loss config.loss names.
-  task = steps.task_with_loss(ds.task, config.get("loss", None))
-  views = replicas.datasets(ds, config)
-  model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
-  steps_per_epoch = max(1, ds.num_train // config.batch_size)
-  total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
-  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
-                         passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
-  mirror_steps = optim.mirror_steps(config, steps_per_epoch)
+  task = steps.task_with_loss(ds.task, run.model.loss)
+  views = replicas.datasets(ds, run.replicas.seeds)
+  model = models.create(run.model, ds.num_classes, ds.input_shape, ds.input_dtype)
+  length = run.length(ds.num_train)
+  steps_per_epoch, total_steps = length.steps_per_epoch, length.total_steps
+  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=run.loop.mirror_batch_size,
+                         passes=run.loop.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
+  mirror_steps = length.mirror_steps
   frozen = None
   if learner.may_freeze:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
-    frozen = steps.frozen_params(model, learner, first, task, config.seed)
+    frozen = steps.frozen_params(model, learner, first, task, run.seed)
   # The optimizer of each replica's values; the structure of its state is the same for all.
-  make_tx = lambda hp: optim.make(config, steps_per_epoch, frozen, hp)
+  make_tx = lambda hp: optim.make(run.optimizer, steps_per_epoch, frozen, hp)
   tx = make_tx({k: v[0] for k, v in values.items()})
 
-  state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner,
-                             replica_seeds=replicas.seeds(config), hparams=values)
+  state = steps.create_train_state(model, tx, ds.input_shape, run.seed, mesh, learner,
+                             replica_seeds=list(run.replicas.seeds), hparams=values)
   ckpt = checkpoint.Checkpointer(
-      workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
+      workdir, keep=run.loop.keep_checkpoints, save_every_steps=run.loop.checkpoint_every_steps
   )
   resumed, restored, meta = ckpt.restore_latest(checkpoint.abstract_like(state))
   diverged: dict[str, dict] = {}  # Replica -> the step and loss at which it stopped (keep_going).
@@ -180,16 +180,17 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
     state = restored
     diverged = dict(meta.get("diverged", {}))
     logging.info("Resumed from the checkpoint at step %d in %s", resumed, workdir)
-  _save_config(config, workdir)
-  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
-                                cells=len(grid.cells(config)), resumed_at=resumed)
+  _save_config(run, workdir)
+  writer = writers.MetricWriter(workdir, tensorboard=run.loop.tensorboard,
+                                cells=len(run.replicas.cells), resumed_at=resumed)
 
-  skip = bool(config.get("skip_nonfinite", False))
+  skip = bool(run.loop.skip_nonfinite)
 
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
     return steps.train_step(state, batch, model=replica_model, tx=make_tx(hp), task=task, learner=replica_learner,
-                      weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp), skip_nonfinite=skip)
+                      weight_decay_rate=optim.weight_decay_rate(run.optimizer, steps_per_epoch, hp),
+                      skip_nonfinite=skip)
 
   guarded_step = replicas.per_replica(
       dispatch.guarded(replica_step, skip_nonfinite=skip, keep_going=keep_going), n)
@@ -252,11 +253,11 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
       logging.info("step %d %s %s", step, split, _fmt(results))
 
   def save(step, force=False):
-    minutes = config.get("checkpoint_every_minutes", 0)
+    minutes = run.loop.checkpoint_every_minutes
     force = force or (minutes > 0 and time.time() - save.last > 60 * minutes)
-    if not force and step % config.checkpoint_every_steps:
+    if not force and step % run.loop.checkpoint_every_steps:
       return  # Not a checkpoint step: spare orbax's own check, a few ms at every boundary.
-    meta = {"data_position": step, "rule": config.rule, "num_seeds": n, "diverged": diverged}
+    meta = {"data_position": step, "rule": run.model.rule_name, "num_seeds": n, "diverged": diverged}
     if ckpt.save(step, state, meta, force=force):
       save.last = time.time()
 
@@ -292,13 +293,13 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
     iterators = [view.train_batches(start_step=max(start, mirror_steps)) for view in views]
     # The next batches are sent while the current step runs (device_put does not wait).
     device_batches = dispatch.ahead((host_batch(iterators) for _ in itertools.count()),
-                                    max(1, int(config.get("prefetch", 2))))
+                                    max(1, int(run.data.prefetch)))
   history: dict[str, list] = {}
   skipped = 0
   last_batch = None
   # Several hosts agree on the step to stop at after every step (JAX's preemption service).
   every = (1,) if jax.process_count() > 1 else (
-      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
+      run.loop.log_every_steps, run.loop.eval_every_steps, run.loop.checkpoint_every_steps,
       *(action.every_steps for action in actions))
   longest = dispatch.longest_run(total_steps, every)
   tick, tick_step = time.time(), start
@@ -314,8 +315,8 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
                    _fmt(summary, skip=("angle/", "ratio/", "rule/")), summary_lib.angles_line(summary), eta)
     pending.clear()
 
-  if start == 0 and config.get("eval_at_start", False):
-    if config.get("angles", True):
+  if start == 0 and run.loop.eval_at_start:
+    if run.loop.angles:
       if on_device is not None:
         batch = jax.device_put(gathered(indices(0, 1)[0]), batch_place)
       else:
@@ -347,8 +348,8 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
           taken = jax.tree.map(lambda m: m[:taken_steps], taken)
           if not np.all(guard.ok) and not keep_going:
             ckpt.wait()
-            raise steps.DivergenceError(_divergence_message(config, guard, ckpt.latest_step(), workdir))
-          if _record_divergence(config, guard, alive(), diverged):
+            raise steps.DivergenceError(_divergence_message(run, guard, ckpt.latest_step(), workdir))
+          if _record_divergence(run, guard, alive(), diverged):
             _save_diverged(diverged, workdir)
           if keep_going and diverged:
             state = jit_keep(alive(), state, before)
@@ -360,9 +361,9 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
           for k, v in taken.items():
             history.setdefault(k, []).append(np.where(finite, np.asarray(v, np.float64), np.nan))
         step = done
-        if done % config.log_every_steps == 0 or done == total_steps:
+        if done % run.loop.log_every_steps == 0 or done == total_steps:
           elapsed = time.time() - tick
-          summary = {"train/examples_per_second": (done - tick_step) * config.batch_size * n / max(elapsed, 1e-9)}
+          summary = {"train/examples_per_second": (done - tick_step) * run.data.batch_size * n / max(elapsed, 1e-9)}
           with warnings.catch_warnings():  # A window whose every step was skipped logs NaN.
             warnings.simplefilter("ignore", RuntimeWarning)
             means = {f"train/{k}": np.nanmean(np.concatenate(v), axis=0) for k, v in history.items()}
@@ -370,11 +371,11 @@ def _train_and_evaluate(config, workdir: str, keep_going: bool, actions: tuple) 
           if skipped:
             summary["train/skipped_steps"] = skipped
           angles = None
-          if last_batch is not None and config.get("angles", True):
+          if last_batch is not None and run.loop.angles:
             angles = jit_align(state, last_batch(), hparams)  # Dispatched now, read after the next steps are.
           pending.append((done, summary, angles, (total_steps - done) * elapsed / max(done - tick_step, 1)))
           history, tick, tick_step = {}, time.time(), done
-        if done % config.eval_every_steps == 0 or done == total_steps:
+        if done % run.loop.eval_every_steps == 0 or done == total_steps:
           flush()
           evaluate(done)
         for action in actions:
