@@ -39,8 +39,8 @@ def _leaves_equal(a, b, **tol):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol), a, b)
 
 
-def _run_steps(config, devices, steps):
-  """``steps`` train steps on a mesh of ``devices``, blocking on each."""
+def _run_steps(config, devices, count):
+  """``count`` train steps on a mesh of ``devices``, blocking on each."""
   mesh = sharding.make_mesh(devices)
   run = settings.resolve(config)
   ds = data.get_dataset(run.data)
@@ -50,7 +50,7 @@ def _run_steps(config, devices, steps):
   state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
   step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))
   batches = ds.train_batches()
-  for _ in range(steps):
+  for _ in range(count):
     state, _ = step(state, sharding.global_batch(next(batches), mesh))
     jax.block_until_ready(state)
   return jax.device_get(state)
