@@ -32,6 +32,7 @@ from configs import digits_mlp  # noqa: E402
 from wtfree import data  # noqa: E402
 from wtfree import models  # noqa: E402
 from wtfree import optim  # noqa: E402
+from wtfree import settings  # noqa: E402
 from wtfree import sharding  # noqa: E402
 from wtfree import steps as train_steps  # noqa: E402
 from wtfree import train  # noqa: E402
@@ -59,10 +60,11 @@ def loop_examples_per_second(config) -> float:
 
 def scan_examples_per_second(config, num_steps: int) -> float:
   """Examples/s of the bare train step in one ``lax.scan`` over device-resident batches."""
-  ds = data.get_dataset(config)
-  model = models.create(config, ds.num_classes, ds.input_shape)
+  resolved = settings.resolve(config)
+  ds = data.get_dataset(resolved.data)
+  model = models.create(resolved.model, ds.num_classes, ds.input_shape)
   spe = ds.num_train // config.batch_size
-  tx = optim.make(config, spe)
+  tx = optim.make(resolved.optimizer, spe)
   mesh = sharding.make_mesh()
   learner = train_steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
   state = train_steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)

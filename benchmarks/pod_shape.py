@@ -60,7 +60,7 @@ from wtfree import hlo  # noqa: E402
 from wtfree import models  # noqa: E402
 from wtfree.models import batch_norm  # noqa: E402
 from wtfree import optim  # noqa: E402
-from wtfree import replicas  # noqa: E402
+from wtfree import settings  # noqa: E402
 from wtfree import sharding  # noqa: E402
 from wtfree import steps  # noqa: E402
 from wtfree import validate  # noqa: E402
@@ -141,28 +141,29 @@ def build(config, mesh=None, batch_keys: dict | None = None) -> Built:
   Returns:
     The jitted steps and abstract arguments to lower them with; nothing is allocated.
   """
-  validate.check_config(config)
-  if replicas.count(config) != 1:
-    raise ValueError(f"pod_shape builds one seed's step, not {replicas.count(config)} replicas: set num_seeds=1")
+  run = validate.check_config(config)
+  if run.replicas.count != 1:
+    raise ValueError(f"pod_shape builds one seed's step, not {run.replicas.count} replicas: set num_seeds=1")
   mesh = mesh or sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
-  values = replicas.hparams(config)
+  values = run.replicas.hparams
   hparams = {k: v[0] for k, v in values.items()}
-  ds = data.get_dataset(config)
-  model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
-  steps_per_epoch = max(1, ds.num_train // config.batch_size)
-  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
-                               passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
+  ds = data.get_dataset(run.data)
+  model = models.create(run.model, ds.num_classes, ds.input_shape, ds.input_dtype)
+  length = run.length(ds.num_train)
+  steps_per_epoch = length.steps_per_epoch
+  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=run.loop.mirror_batch_size,
+                               passes=run.loop.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
   if learner.may_freeze:
     raise ValueError(f"rule {config.rule!r} freezes layers by a first batch's gradients: not built here")
-  make_tx = lambda hp: optim.make(config, steps_per_epoch, None, hp)
-  skip = bool(config.get("skip_nonfinite", False))
+  make_tx = lambda hp: optim.make(run.optimizer, steps_per_epoch, None, hp)
+  skip = bool(run.loop.skip_nonfinite)
 
   # `wtfree.train._programs`'s composition for one seed: what the loop compiles is what is read here.
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
     return steps.train_step(state, batch, model=replica_model, tx=make_tx(hp), task=ds.task, learner=replica_learner,
-                            weight_decay_rate=optim.weight_decay_rate(config, steps_per_epoch, hp),
+                            weight_decay_rate=optim.weight_decay_rate(run.optimizer, steps_per_epoch, hp),
                             skip_nonfinite=skip)
 
   guarded_step = dispatch.guarded(replica_step, skip_nonfinite=skip)
@@ -175,7 +176,7 @@ def build(config, mesh=None, batch_keys: dict | None = None) -> Built:
 
   def new_state(shapes_only=False):
     return steps.create_train_state(model, make_tx(hparams), ds.input_shape, config.seed, mesh, learner,
-                                    replica_seeds=replicas.seeds(config), hparams=values, shapes_only=shapes_only)
+                                    replica_seeds=list(run.replicas.seeds), hparams=values, shapes_only=shapes_only)
 
   place = sharding.replicated(mesh)
   state = new_state(shapes_only=True)
@@ -189,7 +190,7 @@ def build(config, mesh=None, batch_keys: dict | None = None) -> Built:
     batch["image"] = jax.ShapeDtypeStruct((config.batch_size, *ds.input_shape), batch["image"].dtype,
                                           sharding=batch_place)
   return Built(config, mesh, ds, train, mirror, new_state, state, guard, batch, hparams,
-               steps_per_epoch, optim.mirror_steps(config, steps_per_epoch))
+               steps_per_epoch, length.mirror_steps)
 
 
 def compile_steps(built: Built) -> dict[str, Any]:
@@ -323,7 +324,7 @@ def projection(train: dict, mirror: dict | None, config) -> list[dict]:
   """Roofline bounds of one step and of the whole run on each of `CHIPS`, from XLA's per-device counts."""
   steps_per_epoch = IMAGENET_TRAIN // config.batch_size
   total = int(config.num_epochs * steps_per_epoch)
-  mirror_only = optim.mirror_steps(config, steps_per_epoch)
+  mirror_only = optim.mirror_steps(settings.resolve(config).optimizer, steps_per_epoch)
   memory = (train.get("memory") or {}).get("total_bytes")
   rows = []
   for chip in CHIPS:

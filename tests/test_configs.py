@@ -9,6 +9,7 @@ import pytest
 
 from wtfree import models
 from wtfree import optim
+from wtfree import settings
 from wtfree import sharding
 from wtfree import steps
 from wtfree import validate
@@ -39,8 +40,9 @@ def test_config_takes_one_step(name):
   classes = CLASSES[config.dataset]
   language = config.dataset in LANGUAGE
   dtype = np.int32 if language else np.float32
-  model = models.create(config, classes, input_shape, dtype)
-  tx = optim.make(config, steps_per_epoch=10)
+  run = settings.resolve(config)
+  model = models.create(run.model, classes, input_shape, dtype)
+  tx = optim.make(run.optimizer, steps_per_epoch=10)
   learner = steps.make_learner(model, input_shape, mirror_batch_size=config.mirror_batch_size,
                                passes=config.mirror_passes, input_dtype=dtype)
   state = steps.create_train_state(model, tx, input_shape, config.seed, mesh, learner)

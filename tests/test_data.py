@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from wtfree import data
+from wtfree import settings
 from wtfree.data import embedded
 from wtfree.data import source as source_lib
 from wtfree.data import synthetic
@@ -24,6 +25,10 @@ def _config(dataset="digits", **overrides):
   )
   config.update(overrides)
   return config
+
+
+def _data(*args, **kw):
+  return settings.resolve(_config(*args, **kw)).data
 
 
 def _take(it, n):
@@ -46,7 +51,7 @@ def _take(it, n):
 )
 def test_embedded_sets_load_offline_with_fixed_splits(name, flatten, shape, sizes):
   start = time.perf_counter()
-  ds = data.get_dataset(_config(name, flatten=flatten))
+  ds = data.get_dataset(_data(name, flatten=flatten))
   assert time.perf_counter() - start < 15
   assert (ds.input_shape, (ds.num_train, ds.num_test), ds.num_classes, ds.task) == (
       shape, sizes, 10, "classification")
@@ -92,7 +97,7 @@ def test_mnist5k_is_mlxtends_real_digits_split_4000_1000(monkeypatch):
 
 
 def test_pydoc_chars_are_next_character_windows_of_a_fixed_split():
-  ds = data.get_dataset(_config("pydoc_chars", context_length=32))
+  ds = data.get_dataset(_data("pydoc_chars", context_length=32))
   assert (ds.task, ds.input_shape, ds.input_dtype, ds.num_classes) == ("language_model", (32,), np.int32, 97)
   x, y = ds.arrays["train"]
   np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
@@ -116,7 +121,7 @@ def test_pydoc_chars_are_next_character_windows_of_a_fixed_split():
     ],
 )
 def test_teacher_sets_are_regression_on_their_teacher(name, teacher, in_dim, out_dim):
-  ds = data.get_dataset(_config(name))
+  ds = data.get_dataset(_data(name))
   assert (ds.task, ds.input_shape, ds.num_classes) == ("regression", (in_dim,), out_dim)
   assert (ds.num_train, ds.num_test) == (synthetic.NUM_TRAIN, synthetic.NUM_TEST)
   batch = next(ds.train_batches())
@@ -145,9 +150,9 @@ def test_linear_teacher_matches_the_paper_and_takes_jax_keys():
 
 
 def test_same_seed_same_batches_other_seed_other_batches():
-  a = _take(data.get_dataset(_config()).train_batches(), 5)
-  b = _take(data.get_dataset(_config()).train_batches(), 5)
-  c = _take(data.get_dataset(_config(seed=1)).train_batches(), 5)
+  a = _take(data.get_dataset(_data()).train_batches(), 5)
+  b = _take(data.get_dataset(_data()).train_batches(), 5)
+  c = _take(data.get_dataset(_data(seed=1)).train_batches(), 5)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["label"], y["label"])
@@ -155,17 +160,17 @@ def test_same_seed_same_batches_other_seed_other_batches():
 
 
 def test_resumed_loader_continues_across_an_epoch_boundary():
-  ds = data.get_dataset(_config())
+  ds = data.get_dataset(_data())
   per_epoch = ds.num_train // 32  # 44
   straight = _take(ds.train_batches(), per_epoch + 3)
-  resumed = _take(data.get_dataset(_config()).train_batches(start_step=per_epoch - 2), 5)
+  resumed = _take(data.get_dataset(_data()).train_batches(start_step=per_epoch - 2), 5)
   for x, y in zip(straight[per_epoch - 2 :], resumed):
     np.testing.assert_array_equal(x["image"], y["image"])
     np.testing.assert_array_equal(x["label"], y["label"])
 
 
 def test_each_epoch_visits_distinct_examples_and_reshuffles():
-  ds = data.get_dataset(_config(batch_size=479))  # 1437 = 3 * 479: epochs of exactly 3 steps
+  ds = data.get_dataset(_data(batch_size=479))  # 1437 = 3 * 479: epochs of exactly 3 steps
   x_train, _ = ds.arrays["train"]
   index = {row.tobytes(): i for i, row in enumerate(x_train)}
   epochs = []
@@ -179,8 +184,8 @@ def test_each_epoch_visits_distinct_examples_and_reshuffles():
 
 @pytest.mark.parametrize("flatten", [False, True])
 def test_hosts_hold_consecutive_rows_of_the_global_batch(flatten):
-  whole = data.get_dataset(_config(flatten=flatten), process_index=0, process_count=1)
-  parts = [data.get_dataset(_config(flatten=flatten), process_index=p, process_count=4) for p in range(4)]
+  whole = data.get_dataset(_data(flatten=flatten), process_index=0, process_count=1)
+  parts = [data.get_dataset(_data(flatten=flatten), process_index=p, process_count=4) for p in range(4)]
   for step in (0, 50):
     one = next(whole.train_batches(step))
     four = [next(ds.train_batches(step)) for ds in parts]
@@ -190,8 +195,8 @@ def test_hosts_hold_consecutive_rows_of_the_global_batch(flatten):
 
 
 def test_eval_covers_the_test_split_once_padded_and_masked():
-  x_test, y_test = data.get_dataset(_config()).arrays["test"]
-  hosts = [data.get_dataset(_config(eval_batch_size=100), process_index=p, process_count=2) for p in range(2)]
+  x_test, y_test = data.get_dataset(_data()).arrays["test"]
+  hosts = [data.get_dataset(_data(eval_batch_size=100), process_index=p, process_count=2) for p in range(2)]
   per_host = [list(ds.eval_batches()) for ds in hosts]
   assert [len(b) for b in per_host] == [4, 4]  # ceil(360 / 100) on every host
   images, labels = [], []
@@ -210,8 +215,8 @@ def test_eval_covers_the_test_split_once_padded_and_masked():
 
 
 def test_grain_workers_give_the_same_batches():
-  in_process = _take(data.get_dataset(_config()).train_batches(start_step=3), 4)
-  it = data.get_dataset(_config(data_workers=2)).train_batches(start_step=3)
+  in_process = _take(data.get_dataset(_data()).train_batches(start_step=3), 4)
+  it = data.get_dataset(_data(data_workers=2)).train_batches(start_step=3)
   with_workers = [{k: np.array(v) for k, v in b.items()} for b in _take(it, 4)]
   del it  # stops the worker processes
   for x, y in zip(in_process, with_workers):
@@ -220,10 +225,10 @@ def test_grain_workers_give_the_same_batches():
 
 
 def test_default_hosts_come_from_jax():
-  ds = data.get_dataset(_config())
+  ds = data.get_dataset(_data())
   assert (ds.process_index, ds.process_count) == (jax.process_index(), jax.process_count())
   assert ds.eval_batch_size == 100
-  assert data.get_dataset(_config(eval_batch_size=None)).eval_batch_size == 32
+  assert data.get_dataset(_data(eval_batch_size=None)).eval_batch_size == 32
 
 
 # ---------------------------------------------------------------------------
@@ -232,7 +237,7 @@ def test_default_hosts_come_from_jax():
 
 def test_unknown_name_lists_the_known_ones():
   with pytest.raises(ValueError, match=r"'cifar11' is not one of .*digits.*imagenet2012"):
-    data.get_dataset(_config("cifar11"))
+    data.get_dataset(_data("cifar11"))
   with pytest.raises(ValueError, match=r"'cifar11' is not one of .*mnist1d.*quadratic_teacher"):
     data.check_name("cifar11")
   for name in data.names():
@@ -242,12 +247,12 @@ def test_unknown_name_lists_the_known_ones():
 @pytest.mark.parametrize("what", ["batch_size", "eval_batch_size"])
 def test_batch_that_does_not_divide_over_hosts(what):
   with pytest.raises(ValueError, match=rf"global {what} 30 does not divide over 4 hosts"):
-    data.get_dataset(_config(**{what: 30}), process_index=0, process_count=4)
+    data.get_dataset(_data(**{what: 30}), process_index=0, process_count=4)
 
 
 def test_batch_larger_than_the_training_set():
   with pytest.raises(ValueError, match="batch_size 2048 is larger than 'digits'"):
-    data.get_dataset(_config(batch_size=2048))
+    data.get_dataset(_data(batch_size=2048))
 
 
 # ---------------------------------------------------------------------------
@@ -273,7 +278,7 @@ def _good(images=True):
 @pytest.mark.parametrize("images", [True, False])
 def test_arrays_load_images_or_vectors(tmp_path, images):
   arrays = _good(images)
-  ds = data.get_dataset(_config("arrays", data_path=_save(tmp_path / "a.npz", **arrays), batch_size=8,
+  ds = data.get_dataset(_data("arrays", data_path=_save(tmp_path / "a.npz", **arrays), batch_size=8,
                                 eval_batch_size=8))
   assert ds.input_shape == arrays["x_train"].shape[1:] and ds.num_classes == 4
   assert (ds.num_train, ds.num_test) == (40, 12)
@@ -303,32 +308,32 @@ def test_malformed_npz_is_named(tmp_path, change, message):
   arrays = _good()
   change(arrays)
   with pytest.raises(ValueError, match=message):
-    data.get_dataset(_config("arrays", data_path=_save(tmp_path / "bad.npz", **arrays), batch_size=8))
+    data.get_dataset(_data("arrays", data_path=_save(tmp_path / "bad.npz", **arrays), batch_size=8))
 
 
 def test_a_declared_class_count_allows_classes_without_examples(tmp_path):
   arrays = _good()
   arrays["y_train"] = arrays["y_train"] % 3  # Class 3 appears only in the test split.
-  ds = data.get_dataset(_config("arrays", data_path=_save(tmp_path / "a.npz", **arrays, num_classes=np.int32(4)),
+  ds = data.get_dataset(_data("arrays", data_path=_save(tmp_path / "a.npz", **arrays, num_classes=np.int32(4)),
                                 batch_size=8))
   assert ds.num_classes == 4
 
 
 def test_missing_or_unreadable_npz(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    data.get_dataset(_config("arrays", data_path=str(tmp_path / "nope.npz")))
+    data.get_dataset(_data("arrays", data_path=str(tmp_path / "nope.npz")))
   (tmp_path / "junk.npz").write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="not a readable .npz"):
-    data.get_dataset(_config("arrays", data_path=str(tmp_path / "junk.npz")))
+    data.get_dataset(_data("arrays", data_path=str(tmp_path / "junk.npz")))
   np.save(tmp_path / "one.npy", np.zeros(3))
   with pytest.raises(ValueError, match="single array"):
-    data.get_dataset(_config("arrays", data_path=str(tmp_path / "one.npy")))
+    data.get_dataset(_data("arrays", data_path=str(tmp_path / "one.npy")))
   with pytest.raises(ValueError, match="needs data_path"):
-    data.get_dataset(_config("arrays"))
+    data.get_dataset(_data("arrays"))
 
 
 def test_unshuffled_epochs_visit_the_stored_order_whatever_the_seed():
-  a, b = (data.get_dataset(_config(batch_size=479, seed=seed, shuffle=False)) for seed in (0, 7))
+  a, b = (data.get_dataset(_data(batch_size=479, seed=seed, shuffle=False)) for seed in (0, 7))
   x_train, _ = a.arrays["train"]
   batches = _take(a.train_batches(), 4)  # 1437 = 3 * 479: the fourth step starts the second epoch.
   for step, batch in enumerate(batches):

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.data_sources import array_record
 
 from wtfree import data
+from wtfree import settings
 from wtfree.data import tfds_sets
 
 NUM_EXAMPLES = 24  # per split, in the mock
@@ -35,8 +36,12 @@ def _config(name, **overrides):
   return config
 
 
+def _data(*args, **kw):
+  return settings.resolve(_config(*args, **kw)).data
+
+
 def _hosts(config, count):
-  return [data.get_dataset(config, process_index=p, process_count=count) for p in range(count)]
+  return [data.get_dataset(settings.resolve(config).data, process_index=p, process_count=count) for p in range(count)]
 
 
 def _bounds(name):
@@ -67,7 +72,7 @@ def test_batches_have_the_right_shape_dtype_and_range(mock_tfds, name, hosts):
 @pytest.mark.parametrize("name", ["cifar10", "mnist"])
 def test_eval_images_are_the_normalised_source_images(mock_tfds, name):
   del mock_tfds
-  ds = data.get_dataset(_config(name))
+  ds = data.get_dataset(_data(name))
   source = tfds.data_source(name, split="test", data_dir="/tmp/wtfree-mock", download=False)
   recipe = tfds_sets.RECIPES[name]
   batch = jax.jit(ds.prepare)(next(ds.eval_batches()))
@@ -105,11 +110,11 @@ def test_two_hosts_see_disjoint_examples_covering_an_epoch(mock_tfds):
 def test_same_seed_same_batches_and_resume_continues(mock_tfds):
   del mock_tfds
   config = _config("cifar10")  # random crops and flips: the augmentation must repeat too
-  straight = list(itertools.islice(data.get_dataset(config).train_batches(), 7))
-  again = list(itertools.islice(data.get_dataset(config).train_batches(), 7))
+  straight = list(itertools.islice(data.get_dataset(settings.resolve(config).data).train_batches(), 7))
+  again = list(itertools.islice(data.get_dataset(settings.resolve(config).data).train_batches(), 7))
   # A run stopped after 5 steps restores its position (the step) and asks for the rest.
-  resumed = list(itertools.islice(data.get_dataset(config).train_batches(start_step=5), 2))
-  other_seed = next(data.get_dataset(_config("cifar10", seed=1)).train_batches())
+  resumed = list(itertools.islice(data.get_dataset(settings.resolve(config).data).train_batches(start_step=5), 2))
+  other_seed = next(data.get_dataset(_data("cifar10", seed=1)).train_batches())
   for a, b in zip(straight, again):
     np.testing.assert_array_equal(a["image"], b["image"])
   for a, b in zip(straight[5:], resumed):
@@ -120,7 +125,7 @@ def test_same_seed_same_batches_and_resume_continues(mock_tfds):
 
 def test_training_augments_and_eval_does_not(mock_tfds):
   del mock_tfds
-  ds = data.get_dataset(_config("cifar10", batch_size=NUM_EXAMPLES, eval_batch_size=NUM_EXAMPLES))
+  ds = data.get_dataset(_data("cifar10", batch_size=NUM_EXAMPLES, eval_batch_size=NUM_EXAMPLES))
   train, evals = next(ds.train_batches()), next(ds.eval_batches())
   originals = {img.tobytes() for img in evals["image"]}  # mock train and test splits hold the same examples
   unchanged = sum(img.tobytes() in originals for img in train["image"])
@@ -132,7 +137,7 @@ def test_training_augments_and_eval_does_not(mock_tfds):
 @pytest.mark.parametrize("name", ["cifar10", "imagenet2012"])
 def test_an_unprepared_set_fails_at_start_with_the_command_that_prepares_it(tmp_path, name):
   with pytest.raises(data.DataNotPreparedError) as err:
-    data.get_dataset(_config(name, data_dir=str(tmp_path)))
+    data.get_dataset(_data(name, data_dir=str(tmp_path)))
   message = str(err.value)
   assert f"tfds build {name} --data_dir={tmp_path} --file_format=array_record" in message
   assert str(tmp_path) in message
@@ -142,8 +147,8 @@ def test_an_unprepared_set_fails_at_start_with_the_command_that_prepares_it(tmp_
 
 def test_flattened_rgb_images_are_normalised_per_channel(mock_tfds):
   del mock_tfds
-  flat = data.get_dataset(_config("cifar10", flatten=True))
-  images = data.get_dataset(_config("cifar10"))
+  flat = data.get_dataset(_data("cifar10", flatten=True))
+  images = data.get_dataset(_data("cifar10"))
   a = np.asarray(jax.jit(flat.prepare)(next(flat.eval_batches()))["image"])
   b = np.asarray(jax.jit(images.prepare)(next(images.eval_batches()))["image"])
   np.testing.assert_allclose(a, b.reshape(len(b), -1), rtol=1e-6, atol=1e-6)

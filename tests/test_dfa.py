@@ -19,6 +19,7 @@ from wtfree import learning
 from wtfree import models
 from wtfree import nn as wnn
 from wtfree import optim
+from wtfree import settings
 from wtfree import sharding
 from wtfree import steps
 
@@ -114,9 +115,10 @@ def test_connect_warns_when_the_maps_outgrow_backprop(caplog, monkeypatch):
 
 def _state_and_batch(config, steps=0):
   mesh = sharding.make_mesh(jax.devices()[:1])
-  ds = data.get_dataset(config)
-  model = models.create(config, ds.num_classes, ds.input_shape)
-  tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
+  run = settings.resolve(config)
+  ds = data.get_dataset(run.data)
+  model = models.create(run.model, ds.num_classes, ds.input_shape)
+  tx = optim.make(run.optimizer, steps_per_epoch=ds.num_train // config.batch_size)
   state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh)
   step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task))
   batches = ds.train_batches()

@@ -22,6 +22,7 @@ from wtfree import sharding
 from wtfree import steps
 from wtfree import train
 from wtfree import nn as wnn
+from wtfree import settings
 from wtfree.feedback import kolen_pollack
 
 
@@ -122,9 +123,10 @@ def test_shallow_leaves_hidden_kernels_bit_identical(tmp_path):
   config.angles = False
   config.tensorboard = False
   final = train.train_and_evaluate(config, str(tmp_path))
-  ds = data.get_dataset(config)
-  model = models.create(config, ds.num_classes, ds.input_shape)
-  start = steps.create_train_state(model, optim.make(config, 40), ds.input_shape, config.seed, sharding.make_mesh())
+  run = settings.resolve(config)
+  ds = data.get_dataset(run.data)
+  model = models.create(run.model, ds.num_classes, ds.input_shape)
+  start = steps.create_train_state(model, optim.make(run.optimizer, 40), ds.input_shape, config.seed, sharding.make_mesh())
   for layer in ("Dense_0", "Dense_1"):
     for leaf in start.params[layer]:
       np.testing.assert_array_equal(final.params[layer][leaf], start.params[layer][leaf], err_msg=f"{layer}/{leaf}")
@@ -151,26 +153,28 @@ def test_a_zero_kernel_initializer_gets_usable_feedback_and_a_warning(rule, capl
 
 def test_rules_check_their_own_settings():
   config = digits_mlp.get_config()
-  assert feedback.get_rule("sa").check_config(config) == []
+  run = lambda: settings.resolve(config)  # The rules check the run's resolved values.
+  assert feedback.get_rule("sa").check_run(run()) == []
   config.learning_rate = 0.5
-  assert "lower --config.rule_options.alpha" in feedback.get_rule("sa").check_config(config)[0]
+  assert "lower --config.rule_options.alpha" in feedback.get_rule("sa").check_run(run())[0]
   config.weight_decay = 1e-4
-  assert "not at the run's weight-decay rate" in feedback.get_rule("kp", decay=0.1).check_config(config)[0]
-  assert feedback.get_rule("kp").check_config(config) == []
+  assert "not at the run's weight-decay rate" in feedback.get_rule("kp", decay=0.1).check_run(run())[0]
+  assert feedback.get_rule("kp").check_run(run()) == []
   config.mirror_epochs = 1.0
   with pytest.raises(ValueError, match="apply only to rules that mirror B, not 'fa'"):
-    feedback.get_rule("fa").check_config(config)
-  assert feedback.get_rule("wm").check_config(config) == []
+    feedback.get_rule("fa").check_run(run())
+  assert feedback.get_rule("wm").check_run(run()) == []
 
 
 def test_kp_reports_its_shrink_factor_beside_the_angles():
   config = digits_mlp.get_config()
   config.rule = "kp"
-  ds = data.get_dataset(config)
-  model = models.create(config, ds.num_classes, ds.input_shape)
+  run = settings.resolve(config)
+  ds = data.get_dataset(run.data)
+  model = models.create(run.model, ds.num_classes, ds.input_shape)
   mesh = sharding.make_mesh(jax.devices()[:1])
   learner = steps.make_learner(model, ds.input_shape)
-  tx = optim.make(config, 40)
+  tx = optim.make(run.optimizer, 40)
   state = steps.create_train_state(model, tx, ds.input_shape, 0, mesh, learner)
   batch = sharding.global_batch(next(ds.train_batches()), mesh)
   state, _ = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))(state, batch)

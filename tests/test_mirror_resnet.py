@@ -11,6 +11,7 @@ from wtfree import feedback
 from wtfree import learning
 from wtfree import metrics
 from wtfree import models
+from wtfree import settings
 from wtfree import sharding
 import ml_collections
 
@@ -33,7 +34,7 @@ def _learner(model, batch, passes=1, input_sharding=None):
 
 def _digits_batch(n=256):
   config = ml_collections.ConfigDict({"dataset": "digits", "batch_size": n, "seed": 0})
-  return next(data.get_dataset(config, process_index=0, process_count=1).train_batches())
+  return next(data.get_dataset(settings.resolve(config).data, process_index=0, process_count=1).train_batches())
 
 
 def _warm_up(model, variables, passes, mesh=None):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from wtfree import data
+from wtfree import settings
 from wtfree.data import mnist_full
 from wtfree.data import prepare as prepare_cli
 
@@ -59,7 +60,7 @@ def test_prepare_accepts_the_expected_checksum_and_the_set_loads_with_its_valida
     assert stored["x_train"].dtype == np.uint8 and stored["x_train"].shape == (50, 28, 28, 1)
     np.testing.assert_array_equal(stored["x_test"].reshape(30, 784), _splits()[2][0] * 256)
 
-  splits = data.registry._DATASETS["mnist_full"](_config(str(out)))  # pylint: disable=protected-access
+  splits = data.registry._DATASETS["mnist_full"](settings.resolve(_config(str(out))).data)  # pylint: disable=protected-access
   assert (len(splits.train), len(splits.validation), len(splits.test)) == tuple(SIZES.values())
   assert splits.input_shape == (28, 28, 1) and splits.num_classes == 10
   for source, (_, y) in zip((splits.train, splits.validation, splits.test), _splits()):
@@ -72,7 +73,7 @@ def test_prepare_accepts_the_expected_checksum_and_the_set_loads_with_its_valida
   expected = (x_val - x_train.mean()) / x_train.std()
   np.testing.assert_allclose(splits.validation.x.reshape(20, 784), expected, rtol=1e-5, atol=1e-5)
 
-  ds = data.get_dataset(_config(str(out)), process_index=0, process_count=1)
+  ds = data.get_dataset(settings.resolve(_config(str(out))).data, process_index=0, process_count=1)
   assert (ds.num_train, ds.num_test, ds.input_shape) == (50, 30, (28, 28, 1))
 
 
@@ -128,7 +129,7 @@ def test_prepare_refuses_contents_that_are_not_mnist_splits(tmp_path):
 def test_a_missing_set_names_the_prepare_command(tmp_path):
   where = str(tmp_path / "empty")
   with pytest.raises(data.DataNotPreparedError) as err:
-    data.get_dataset(_config(where), process_index=0, process_count=1)
+    data.get_dataset(settings.resolve(_config(where)).data, process_index=0, process_count=1)
   assert str(err.value) == (
       f"dataset 'mnist_full' is not prepared: no {where}/{mnist_full.FILE}. "
       f"Prepare it once with: python -m wtfree.data.prepare mnist_full --data_dir {where}"
@@ -189,7 +190,7 @@ def test_train_on_validation_trains_on_both_splits_in_order_and_unit_scaling_div
   stored = _npz(tmp_path, (500, 100, 30))
   config = _config(str(tmp_path))
   config.update({"train_on_validation": True, "input_scaling": "unit", "shuffle": False, "batch_size": 128})
-  ds = data.get_dataset(config, process_index=0, process_count=1)
+  ds = data.get_dataset(settings.resolve(config).data, process_index=0, process_count=1)
   assert ds.num_train == 600 and not ds.has_validation and ds.num_test == 30
   x, y = ds.arrays["train"]
   np.testing.assert_array_equal(x, np.concatenate([stored["x_train"], stored["x_validation"]]) / np.float32(255))
@@ -202,13 +203,13 @@ def test_data_options_that_a_set_does_not_read_or_that_contradict_are_refused(tm
   _npz(tmp_path, (50, 20, 30))
   digits = ml_collections.ConfigDict({"dataset": "digits", "batch_size": 10, "seed": 0})
   with pytest.raises(ValueError, match="input_scaling 'unit' is read only by mnist_full"):
-    data.get_dataset(_with(digits, input_scaling="unit"))
+    data.get_dataset(settings.resolve(_with(digits, input_scaling="unit")).data)
   with pytest.raises(ValueError, match="input_scaling 'raw' is not one of standardize, unit"):
-    data.get_dataset(_with(_config(str(tmp_path)), input_scaling="raw"))
+    data.get_dataset(settings.resolve(_with(_config(str(tmp_path)), input_scaling="raw")).data)
   with pytest.raises(ValueError, match="train_on_validation needs a data set with a validation split of its own"):
-    data.get_dataset(_with(digits, train_on_validation=True))
+    data.get_dataset(settings.resolve(_with(digits, train_on_validation=True)).data)
   with pytest.raises(ValueError, match="train_on_validation with holdout 0.1 contradicts"):
-    data.get_dataset(_with(_config(str(tmp_path)), train_on_validation=True, holdout=0.1))
+    data.get_dataset(settings.resolve(_with(_config(str(tmp_path)), train_on_validation=True, holdout=0.1)).data)
 
 
 def _with(config, **fields):

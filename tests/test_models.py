@@ -11,6 +11,7 @@ import pytest
 from wtfree import feedback
 from wtfree import models
 from wtfree import nn as wnn
+from wtfree import settings
 from wtfree.models import common
 
 RULES = ("bp", "fa", "usf", "frsf", "brsf", "sc", "kp", "wm", "shallow")
@@ -260,11 +261,11 @@ def test_create_reads_the_config():
           model_options={"widths": (7,), "activation": "tanh", "batch_norm": True},
       )
   )
-  model = models.create(config, num_classes=4, input_shape=(6,))
+  model = models.create(settings.resolve(config).model, num_classes=4, input_shape=(6,))
   assert model.rule == feedback.get_rule("sc", p=0.8)
   assert (model.widths, model.activation, model.batch_norm, model.last_layer_bp) == ((7,), "tanh", True, True)
   assert model.num_classes == 4
-  plain = models.create(ml_collections.ConfigDict(dict(model="resnet20", rule="fa")), 10)
+  plain = models.create(settings.resolve(ml_collections.ConfigDict(dict(model="resnet20", rule="fa"))).model, 10)
   assert (plain.rule, plain.last_layer_bp, plain.stage_sizes) == (feedback.get_rule("fa"), False, (3, 3, 3))
 
 
@@ -273,14 +274,14 @@ def test_create_takes_only_the_options_a_config_sets():
 
   config = default.get_config()
   config.rule = "wm"
-  assert models.create(config, 3).rule == feedback.get_rule("wm")  # the rule's own defaults
+  assert models.create(settings.resolve(config).model, 3).rule == feedback.get_rule("wm")  # the rule's own defaults
   config.rule_options.decay = 0.3
-  assert models.create(config, 3).rule == feedback.get_rule("wm", decay=0.3)
+  assert models.create(settings.resolve(config).model, 3).rule == feedback.get_rule("wm", decay=0.3)
   config.rule = "fa"
   with pytest.raises(ValueError, match=r"rule 'fa' takes options .* not \['decay'\] \(decay belong to kp, wm\)"):
-    models.create(config, 3)
+    settings.resolve(config)
   with pytest.raises(ValueError, match="rule 'kpp' is not one of .*did you mean 'kp'"):
-    models.create(ml_collections.ConfigDict(dict(model="mlp", rule="kpp")), 3)
+    settings.resolve(ml_collections.ConfigDict(dict(model="mlp", rule="kpp")))
 
 
 def test_bad_names_and_shapes_name_the_way_out():
@@ -294,4 +295,4 @@ def test_bad_names_and_shapes_name_the_way_out():
     _init(*_model("mlp", activation="swish"))
   config = ml_collections.ConfigDict(dict(model="resnet_tiny", rule="fa"))
   with pytest.raises(ValueError, match=r"cannot take inputs of shape \(40, 1\)"):
-    models.create(config, 10, input_shape=(40, 1))
+    models.create(settings.resolve(config).model, 10, input_shape=(40, 1))

@@ -12,6 +12,7 @@ from wtfree import learning
 from wtfree import metrics
 from wtfree import nn as wnn
 from wtfree import optim
+from wtfree import settings
 
 
 class MLP(nn.Module):
@@ -107,8 +108,9 @@ def test_kp_follows_the_equations_with_an_explicit_b():
       optimizer="sgd", momentum=0.0, weight_decay=wd, batch_manhattan=False, learning_rate=lr,
       batch_size=32, scale_lr_by_batch=False, schedule="constant", warmup_epochs=0,
   ))
-  tx = optim.make(config, steps_per_epoch=10)
-  rate = optim.weight_decay_rate(config, steps_per_epoch=10)
+  run = settings.resolve(config)
+  tx = optim.make(run.optimizer, steps_per_epoch=10)
+  rate = optim.weight_decay_rate(run.optimizer, steps_per_epoch=10)
 
   def feedback_kernels(variables):
     _, state = model.apply(variables, x, mutable=["alignment"])

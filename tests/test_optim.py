@@ -9,6 +9,7 @@ import pytest
 
 from wtfree import models
 from wtfree import optim
+from wtfree import settings
 
 
 def _config(**kw):
@@ -25,6 +26,10 @@ def _config(**kw):
       warmup_epochs=0,
   )
   return ml_collections.ConfigDict({**base, **kw})
+
+
+def _opt(*args, **kw):
+  return settings.resolve(_config(*args, **kw)).optimizer
 
 
 def _sa_mlp():
@@ -52,7 +57,7 @@ def test_batch_manhattan_moves_every_weight_by_exactly_lr():
   assert any("feedback_kernel" in k for k in leaves) and any("['scale']" in k for k in leaves)
   trained = dict(leaves)
   assert all(np.all(g != 0) for g in trained.values())
-  tx = optim.make(_config(batch_manhattan=True), steps_per_epoch=10)
+  tx = optim.make(_opt(batch_manhattan=True), steps_per_epoch=10)
   updates, _ = tx.update(grads, tx.init(params), params)
   for name, u in _leaves(updates).items():
     np.testing.assert_array_equal(u, -0.1 * np.sign(leaves[name]), err_msg=name)
@@ -64,7 +69,7 @@ def test_batch_manhattan_moves_every_weight_by_exactly_lr():
 def test_order_is_decay_then_sign_then_momentum_then_lr():
   params, grads = _sa_mlp()
   small = jax.tree.map(lambda g: 1e-6 * jnp.sign(g), grads)
-  tx = optim.make(_config(batch_manhattan=True, momentum=0.9, weight_decay=10.0), steps_per_epoch=10)
+  tx = optim.make(_opt(batch_manhattan=True, momentum=0.9, weight_decay=10.0), steps_per_epoch=10)
   state = tx.init(params)
   first, state = tx.update(small, state, params)
   second, _ = tx.update(small, state, params)
@@ -81,7 +86,7 @@ def test_order_is_decay_then_sign_then_momentum_then_lr():
 def test_weight_decay_reaches_kernels_or_all(decay_on):
   params, grads = _sa_mlp()
   zeros = jax.tree.map(jnp.zeros_like, grads)
-  tx = optim.make(_config(weight_decay=0.5, learning_rate=1.0, weight_decay_on=decay_on), steps_per_epoch=10)
+  tx = optim.make(_opt(weight_decay=0.5, learning_rate=1.0, weight_decay_on=decay_on), steps_per_epoch=10)
   updates, _ = tx.update(zeros, tx.init(params), params)
   decayed = set()
   for name, u in _leaves(updates).items():
@@ -96,7 +101,7 @@ def test_weight_decay_reaches_kernels_or_all(decay_on):
     assert decayed == {name for name, p in _leaves(params).items() if np.any(p != 0)}
   assert any("BatchNorm_0" in k for k in _leaves(params)) and "['head']['bias']" in _leaves(params)
   with pytest.raises(ValueError, match="weight_decay_on 'some' is not one of kernels, all"):
-    optim.make(_config(weight_decay=0.5, weight_decay_on="some"), steps_per_epoch=10)
+    optim.make(_opt(weight_decay=0.5, weight_decay_on="some"), steps_per_epoch=10)
 
 
 @pytest.mark.parametrize(
@@ -108,12 +113,12 @@ def test_weight_decay_reaches_kernels_or_all(decay_on):
     ],
 )
 def test_weight_decay_rate_is_lr_times_decay_over_one_minus_momentum(options, per_lr):
-  config = _config(weight_decay=0.2, schedule="step", warmup_epochs=1, **options)
+  config = _opt(weight_decay=0.2, schedule="step", warmup_epochs=1, **options)
   lr = optim.schedule(config, steps_per_epoch=2)
   rate = optim.weight_decay_rate(config, steps_per_epoch=2)
   for step in range(4):
     np.testing.assert_allclose(float(rate(step)), float(lr(step)) * per_lr, rtol=1e-6)
-  assert optim.weight_decay_rate(_config(), steps_per_epoch=2) is None
+  assert optim.weight_decay_rate(_opt(), steps_per_epoch=2) is None
 
 
 def _assert_same_updates(ours, reference, params, grads, steps=3):
@@ -127,7 +132,7 @@ def _assert_same_updates(ours, reference, params, grads, steps=3):
 
 def test_sgd_matches_optax_sgd_with_masked_decay():
   params, grads = _sa_mlp()
-  config = _config(momentum=0.9, nesterov=True, weight_decay=1e-4)
+  config = _opt(momentum=0.9, nesterov=True, weight_decay=1e-4)
   ours = optim.make(config, steps_per_epoch=10)
   reference = optax.chain(
       optax.add_decayed_weights(1e-4, mask=optim.decay_mask),
@@ -143,7 +148,7 @@ def test_the_chain_is_built_from_optax_style_arguments_without_a_config():
                           optax.sgd(0.1, momentum=0.9, nesterov=True))
   _assert_same_updates(ours, reference, params, grads)
   # The config's chain is this one with the config's values.
-  from_config = optim.make(_config(momentum=0.9, nesterov=True, weight_decay=1e-4), steps_per_epoch=10)
+  from_config = optim.make(_opt(momentum=0.9, nesterov=True, weight_decay=1e-4), steps_per_epoch=10)
   u3, _ = from_config.update(grads, from_config.init(params), params)
   u4, _ = ours.update(grads, ours.init(params), params)
   jax.tree.map(np.testing.assert_array_equal, u3, u4)
@@ -153,7 +158,7 @@ def test_the_chain_is_built_from_optax_style_arguments_without_a_config():
 
 def test_adam_first_step_has_size_lr():
   params, grads = _sa_mlp()
-  tx = optim.make(_config(optimizer="adam", learning_rate=1e-3), steps_per_epoch=10)
+  tx = optim.make(_opt(optimizer="adam", learning_rate=1e-3), steps_per_epoch=10)
   updates, _ = tx.update(grads, tx.init(params), params)
   for name, u in _leaves(updates).items():
     np.testing.assert_allclose(np.abs(u), 1e-3, rtol=1e-3, err_msg=name)
@@ -161,7 +166,7 @@ def test_adam_first_step_has_size_lr():
 
 def test_step_schedule_akrout():
   # Akrout et al.: 0.1 per 256, global batch 2048, warm-up 6 epochs, /10 after 32, 62, 82.
-  config = _config(
+  config = _opt(
       learning_rate=0.1,
       batch_size=2048,
       scale_lr_by_batch=True,
@@ -177,7 +182,7 @@ def test_step_schedule_akrout():
 
 def test_step_schedule_after_mirror_epochs():
   # Weight mirror: 2 mirror-only epochs at lr 0, warm-up over epochs 3-8.
-  config = _config(schedule="step", warmup_epochs=6, mirror_epochs=2, decay_epochs=(32,))
+  config = _opt(schedule="step", warmup_epochs=6, mirror_epochs=2, decay_epochs=(32,))
   lr = optim.schedule(config, steps_per_epoch=10)
   expected = {0: 0.0, 19: 0.0, 20: 0.0, 50: 0.05, 80: 0.1, 319: 0.1, 320: 0.01}
   for step, value in expected.items():
@@ -185,15 +190,15 @@ def test_step_schedule_after_mirror_epochs():
 
 
 def test_cosine_and_constant_schedules():
-  lr = optim.schedule(_config(schedule="cosine", warmup_epochs=2, num_epochs=10), steps_per_epoch=5)
+  lr = optim.schedule(_opt(schedule="cosine", warmup_epochs=2, num_epochs=10), steps_per_epoch=5)
   for step, value in {0: 0.0, 5: 0.05, 10: 0.1, 30: 0.05, 50: 0.0, 70: 0.0}.items():
     np.testing.assert_allclose(float(lr(step)), value, rtol=1e-6, atol=1e-9, err_msg=f"step {step}")
-  lr = optim.schedule(_config(batch_size=64, scale_lr_by_batch=True), steps_per_epoch=5)
+  lr = optim.schedule(_opt(batch_size=64, scale_lr_by_batch=True), steps_per_epoch=5)
   np.testing.assert_allclose([float(lr(s)) for s in (0, 1000)], 0.025, rtol=1e-6)
 
 
 def test_make_follows_the_schedule():
-  tx = optim.make(_config(schedule="step", warmup_epochs=1), steps_per_epoch=2)
+  tx = optim.make(_opt(schedule="step", warmup_epochs=1), steps_per_epoch=2)
   params = {"kernel": jnp.ones(3)}
   state = tx.init(params)
   sizes = []
@@ -205,7 +210,7 @@ def test_make_follows_the_schedule():
 
 def test_optimizer_updates_start_after_the_mirror_only_steps():
   # The train loop skips the optimizer in mirror-only steps: its first update is global step 4.
-  tx = optim.make(_config(schedule="step", warmup_epochs=1, mirror_epochs=2), steps_per_epoch=2)
+  tx = optim.make(_opt(schedule="step", warmup_epochs=1, mirror_epochs=2), steps_per_epoch=2)
   params = {"kernel": jnp.ones(3)}
   state = tx.init(params)
   sizes = []
@@ -217,17 +222,17 @@ def test_optimizer_updates_start_after_the_mirror_only_steps():
 
 def test_unknown_names_list_the_known_ones():
   with pytest.raises(ValueError, match="optimizer 'lamb' is not one of sgd, adam"):
-    optim.make(_config(optimizer="lamb"), steps_per_epoch=1)
+    optim.make(_opt(optimizer="lamb"), steps_per_epoch=1)
   with pytest.raises(ValueError, match="schedule 'linear' is not one of constant, step, cosine"):
-    optim.schedule(_config(schedule="linear"), steps_per_epoch=1)
+    optim.schedule(_opt(schedule="linear"), steps_per_epoch=1)
   with pytest.raises(ValueError, match="raise num_epochs"):
-    optim.schedule(_config(schedule="cosine", warmup_epochs=5, num_epochs=5), steps_per_epoch=1)
+    optim.schedule(_opt(schedule="cosine", warmup_epochs=5, num_epochs=5), steps_per_epoch=1)
 
 
 def test_bias_learning_rate_scale_changes_bias_updates_by_exactly_that_factor():
   params, grads = _sa_mlp()
-  plain = optim.make(_config(), steps_per_epoch=10)
-  scaled = optim.make(_config(bias_learning_rate_scale=1.0 / 128), steps_per_epoch=10)
+  plain = optim.make(_opt(), steps_per_epoch=10)
+  scaled = optim.make(_opt(bias_learning_rate_scale=1.0 / 128), steps_per_epoch=10)
   u_plain = _leaves(plain.update(grads, plain.init(params), params)[0])
   u_scaled = _leaves(scaled.update(grads, scaled.init(params), params)[0])
   biases = [k for k in u_plain if k.endswith("['bias']")]
@@ -236,4 +241,4 @@ def test_bias_learning_rate_scale_changes_bias_updates_by_exactly_that_factor():
     expected = v / 128 if k in biases else v
     np.testing.assert_array_equal(u_scaled[k], expected, err_msg=k)
   with pytest.raises(ValueError, match="bias_learning_rate_scale -1.0 is negative"):
-    optim.make(_config(bias_learning_rate_scale=-1.0), steps_per_epoch=10)
+    optim.make(_opt(bias_learning_rate_scale=-1.0), steps_per_epoch=10)

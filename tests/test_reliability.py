@@ -322,13 +322,14 @@ def test_a_machine_fault_is_one_line_that_says_where_and_what_to_do(tmp_path):
 
 def test_a_finished_run_started_again_rewrites_nothing(tmp_path):
   from configs import digits_mlp  # pylint: disable=g-import-not-at-top
+  from wtfree import settings  # pylint: disable=g-import-not-at-top
   from wtfree import train  # pylint: disable=g-import-not-at-top
 
-  config = digits_mlp.get_config()
-  train._save_config(config, str(tmp_path))
+  run = settings.resolve(digits_mlp.get_config())
+  train._save_config(run, str(tmp_path))
   saved = tmp_path / "config.json"
   os.utime(saved, (1, 1))
-  train._save_config(config, str(tmp_path))
+  train._save_config(run, str(tmp_path))
   assert saved.stat().st_mtime == 1
 
 

@@ -12,7 +12,7 @@ from configs import digits_mlp
 from wtfree import checkpoint
 from wtfree import data
 from wtfree import grid
-from wtfree import replicas
+from wtfree import settings
 from wtfree import sweep
 from wtfree import train
 from wtfree.data import source
@@ -67,9 +67,10 @@ def test_grid_reads_types_and_splits_replica_fields_from_program_fields():
   assert len(programs) == 8 and programs[0].name == "batch_norm=False,widths=16,rule=bp"
   assert programs[-1].config.rule == "fa" and programs[-1].config.model_options.widths == (8, 8)
   assert programs[-1].cells == ({"learning_rate": 0.01}, {"learning_rate": 0.1})
-  assert replicas.count(programs[0].config) == 6
-  assert replicas.seeds(programs[0].config) == [0, 1, 2, 0, 1, 2]
-  np.testing.assert_array_equal(replicas.hparams(programs[0].config)["learning_rate"],
+  first = settings.resolve(programs[0].config).replicas
+  assert first.count == 6
+  assert first.seeds == (0, 1, 2, 0, 1, 2)
+  np.testing.assert_array_equal(first.hparams["learning_rate"],
                                 np.float32([0.01] * 3 + [0.1] * 3))
 
 
@@ -184,16 +185,16 @@ def test_the_validation_split_never_overlaps_the_training_examples():
   assert len(held) == 144 and len(kept) == 1293
   assert not set(kept) & set(held) and set(kept) | set(held) == set(range(1437))
   config = _config(holdout=0.1)
-  ds = data.get_dataset(config)
+  ds = data.get_dataset(settings.resolve(config).data)
   assert ds.has_validation and ds.num_train == 1293
   train_rows = {row.tobytes() for row in ds.splits.train.x}
   assert not any(row.tobytes() in train_rows for row in ds.splits.validation.x)
   # The same examples are held out for every seed: the split does not follow the run's seed.
-  other = data.get_dataset(_config(holdout=0.1, seed=7))
+  other = data.get_dataset(settings.resolve(_config(holdout=0.1, seed=7)).data)
   np.testing.assert_array_equal(other.splits.validation.x, ds.splits.validation.x)
   # A set without holdout has no validation split, and asking for one names the splits it has.
   with pytest.raises(ValueError, match="'validation' is not one of this data set's: test"):
-    data.get_dataset(_config()).eval_batches("validation")
+    data.get_dataset(settings.resolve(_config()).data).eval_batches("validation")
 
 
 # The command line's table is checked by tests/test_readme.py, which runs the README's sweep as written.

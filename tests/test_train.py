@@ -15,6 +15,7 @@ from wtfree import feedback
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
+from wtfree import settings
 from wtfree import sharding
 from wtfree import steps
 from wtfree import train
@@ -43,9 +44,10 @@ def _leaves_equal(a, b, **tol):
 def _run_steps(config, devices, num_steps):
   """``num_steps`` train steps on a mesh of ``devices``, blocking on each."""
   mesh = sharding.make_mesh(devices)
-  ds = data.get_dataset(config)
-  model = models.create(config, ds.num_classes, ds.input_shape)
-  tx = optim.make(config, steps_per_epoch=ds.num_train // config.batch_size)
+  run = settings.resolve(config)
+  ds = data.get_dataset(run.data)
+  model = models.create(run.model, ds.num_classes, ds.input_shape)
+  tx = optim.make(run.optimizer, steps_per_epoch=ds.num_train // config.batch_size)
   learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size, mesh=mesh)
   state = steps.create_train_state(model, tx, ds.input_shape, config.seed, mesh, learner)
   step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task, learner=learner))

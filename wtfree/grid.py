@@ -82,7 +82,7 @@ class Program:
 
 def entries(config) -> dict[str, list]:
   """The sweep's set fields (dotted paths, sorted) and their parsed values."""
-  sweep = config.get("sweep", None)
+  sweep = getattr(config, "sweep", None)
   if not sweep:
     return {}
   found = {}

@@ -1,4 +1,4 @@
-"""The optimizer: one optax chain built from the config.
+"""The optimizer: one optax chain built from the run's resolved settings (`wtfree.settings.Optimizer`).
 
     decay -> [Batch Manhattan] -> momentum or Adam -> learning rate -> [biases' scale]
 
@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wtfree import settings
 
-# Akrout et al. (and Goyal et al.) quote learning rates per 256 examples.
-REFERENCE_BATCH = 256
 
 # Liao et al.'s name for optax's sign transform.
 batch_manhattan = optax.scale_by_sign
@@ -56,41 +55,40 @@ def _given(value) -> bool:
 _OPTIMIZERS = ("sgd", "adam")
 
 
-def base_learning_rate(config, learning_rate=None):
-  """``config.learning_rate`` (or ``learning_rate``), times ``config.batch_size / 256`` if ``scale_lr_by_batch``.
+def base_learning_rate(opt: settings.Optimizer, learning_rate=None):
+  """``opt.learning_rate`` (or ``learning_rate``), times the batch's scale (``batch_size / 256``) if asked.
 
-  The switch ``config.scale_lr_by_batch`` is False by default
-  (`wtfree.defaults`): the rate is used as quoted. The ImageNet configs set
-  it, as they quote rates per 256 examples (Akrout et al.: 0.1 per 256).
-  ``learning_rate`` may be a traced per-replica value (a sweep's).
+  The switch ``scale_lr_by_batch`` is False by default (`wtfree.defaults`):
+  the rate is used as quoted. The ImageNet configs set it, as they quote
+  rates per 256 examples (Akrout et al.: 0.1 per 256). ``learning_rate``
+  may be a traced per-replica value (a sweep's).
   """
-  lr = float(config.learning_rate) if learning_rate is None else learning_rate
-  if config.get("scale_lr_by_batch", False):
-    lr *= config.batch_size / REFERENCE_BATCH
-  return lr
+  if learning_rate is None:
+    return opt.base_learning_rate
+  return learning_rate * opt.lr_scale if opt.lr_scale != 1.0 else learning_rate
 
 
-def _constant(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
-  del config, steps_per_epoch, start
+def _constant(opt, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
+  del opt, steps_per_epoch, start
   return optax.constant_schedule(base)
 
 
-def _step(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
+def _step(opt, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
   # In global steps: a decay epoch inside the warm-up applies from its step on.
   del start
   scales: dict[int, float] = {}
-  for epoch in config.get("decay_epochs", ()):
+  for epoch in opt.decay_epochs:
     at = math.ceil(epoch * steps_per_epoch)
-    scales[at] = scales.get(at, 1.0) * config.get("decay_factor", 0.1)
+    scales[at] = scales.get(at, 1.0) * opt.decay_factor
   return optax.piecewise_constant_schedule(base, dict(sorted(scales.items())))
 
 
-def _cosine(config, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
-  end = config.num_epochs * steps_per_epoch
+def _cosine(opt, base: float, steps_per_epoch: float, start: int) -> optax.Schedule:
+  end = opt.num_epochs * steps_per_epoch
   if end <= start:
     raise ValueError(
-        f"cosine schedule: num_epochs={config.num_epochs} leaves no epochs after "
-        f"{config.get('mirror_epochs', 0)} mirror and {config.get('warmup_epochs', 0)} warm-up epochs; "
+        f"cosine schedule: num_epochs={opt.num_epochs} leaves no epochs after "
+        f"{opt.mirror_epochs} mirror and {opt.warmup_epochs} warm-up epochs; "
         "raise num_epochs"
     )
   cosine = optax.cosine_decay_schedule(base, decay_steps=end - start)
@@ -104,33 +102,32 @@ _SCHEDULES: dict[str, Callable[[Any, float, float, int], optax.Schedule]] = {
 }
 
 
-def mirror_steps(config, steps_per_epoch: float) -> int:
+def mirror_steps(opt: settings.Optimizer, steps_per_epoch: float) -> int:
   """Steps of the mirror-only epochs that open a weight-mirror run."""
-  return int(config.get("mirror_epochs", 0) * steps_per_epoch)
+  return int(opt.mirror_epochs * steps_per_epoch)
 
 
-def schedule(config, steps_per_epoch: float, hparams=None) -> optax.Schedule:
+def schedule(opt: settings.Optimizer, steps_per_epoch: float, hparams=None) -> optax.Schedule:
   """The learning rate at each global training step, joined from optax schedules.
 
-  Zero for the first ``config.mirror_epochs`` epochs (weight-mirror-only
-  epochs, default 0), then a linear warm-up from 0 over
-  ``config.warmup_epochs`` epochs (default 0), then the body named by
-  ``config.schedule``:
+  Zero for the first ``opt.mirror_epochs`` epochs (weight-mirror-only
+  epochs), then a linear warm-up from 0 over ``opt.warmup_epochs`` epochs,
+  then the body named by ``opt.schedule``:
 
   - 'constant': the base rate.
-  - 'step': multiplied by ``config.decay_factor`` (default 0.1) once step
+  - 'step': multiplied by ``opt.decay_factor`` once step
     ``e * steps_per_epoch`` is reached, for each ``e`` in
-    ``config.decay_epochs``; epochs count from the start of training,
+    ``opt.decay_epochs``; epochs count from the start of training,
     mirror epochs included (Akrout: warm-up 6, decay after 32, 62, 82).
   - 'cosine': from the base rate at the end of warm-up to 0 at
-    ``config.num_epochs``.
+    ``opt.num_epochs``.
 
   The base rate is `base_learning_rate`.
 
   Args:
-    config: the run's config.
+    opt: the run's optimizer settings (`wtfree.settings.resolve`).
     steps_per_epoch: training steps per epoch.
-    hparams: per-replica values that replace the config's (a sweep's
+    hparams: per-replica values that replace the settings' (a sweep's
       ``learning_rate``), or None.
 
   Returns:
@@ -139,38 +136,38 @@ def schedule(config, steps_per_epoch: float, hparams=None) -> optax.Schedule:
   Raises:
     ValueError: for an unknown schedule name.
   """
-  if config.schedule not in _SCHEDULES:
-    raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
-  mirror = mirror_steps(config, steps_per_epoch)
-  warmup = config.get("warmup_epochs", 0) * steps_per_epoch
+  if opt.schedule not in _SCHEDULES:
+    raise ValueError(f"schedule {opt.schedule!r} is not one of {', '.join(_SCHEDULES)}")
+  mirror = mirror_steps(opt, steps_per_epoch)
+  warmup = opt.warmup_epochs * steps_per_epoch
   hparams = dict(hparams or {})
   if "learning_rate" in hparams:
     # A traced base rate scales the schedule's shape, drawn at rate 1.
-    base = base_learning_rate(config, hparams["learning_rate"])
-    shape = _SCHEDULES[config.schedule](config, 1.0, steps_per_epoch, mirror + warmup)
+    base = base_learning_rate(opt, hparams["learning_rate"])
+    shape = _SCHEDULES[opt.schedule](opt, 1.0, steps_per_epoch, mirror + warmup)
     body = lambda step: base * shape(step)
   else:
-    body = _SCHEDULES[config.schedule](config, base_learning_rate(config), steps_per_epoch, mirror + warmup)
+    body = _SCHEDULES[opt.schedule](opt, base_learning_rate(opt), steps_per_epoch, mirror + warmup)
   # 0 through the mirror-only steps, then a linear ramp to 1 over the warm-up.
   rise = optax.linear_schedule(0.0, 1.0, warmup) if warmup > 0 else optax.constant_schedule(1.0)
   ramp = optax.join_schedules([optax.constant_schedule(0.0), rise], [mirror])
   return lambda step: ramp(step) * body(step)
 
 
-def weight_decay_rate(config, steps_per_epoch: float, hparams=None) -> optax.Schedule | None:
+def weight_decay_rate(opt: settings.Optimizer, steps_per_epoch: float, hparams=None) -> optax.Schedule | None:
   """The fraction by which the chain's weight decay shrinks a weight with no gradient, per step.
 
   ``lr_t * weight_decay / (1 - momentum)`` (momentum 0 for Adam) at the
   global step, the rate SGD's L2 decay settles to; None without weight
   decay. Kolen-Pollack's B - W decays at this rate in wtfree's loop.
-  ``hparams`` replaces config values per replica, as in `make`.
+  ``hparams`` replaces the settings' values per replica, as in `make`.
   """
   hparams = dict(hparams or {})
-  weight_decay = hparams.get("weight_decay", config.get("weight_decay", 0.0))
+  weight_decay = hparams.get("weight_decay", opt.weight_decay)
   if "weight_decay" not in hparams and not weight_decay:
     return None
-  lr = schedule(config, steps_per_epoch, hparams)
-  momentum = hparams.get("momentum", config.get("momentum", 0.0)) if config.optimizer == "sgd" else 0.0
+  lr = schedule(opt, steps_per_epoch, hparams)
+  momentum = hparams.get("momentum", opt.momentum) if opt.optimizer == "sgd" else 0.0
   per_lr = weight_decay / (1.0 - momentum)
   return lambda step: lr(step) * per_lr
 
@@ -187,12 +184,12 @@ def check_names(*, optimizer: str = "sgd", weight_decay_on: str = "kernels",
     raise ValueError(f"weight_decay_on {weight_decay_on!r} is not one of {', '.join(_DECAY_SETS)}")
 
 
-def check_config(config) -> None:
-  """Raises ValueError unless the config's optimizer, schedule and decay set exist and the bias scale is >= 0."""
-  if config.schedule not in _SCHEDULES:
-    raise ValueError(f"schedule {config.schedule!r} is not one of {', '.join(_SCHEDULES)}")
-  check_names(optimizer=config.optimizer, weight_decay_on=config.get("weight_decay_on", "kernels"),
-              bias_learning_rate_scale=config.get("bias_learning_rate_scale", 1.0))
+def check(opt: settings.Optimizer) -> None:
+  """Raises ValueError unless the optimizer, schedule and decay set exist and the bias scale is >= 0."""
+  if opt.schedule not in _SCHEDULES:
+    raise ValueError(f"schedule {opt.schedule!r} is not one of {', '.join(_SCHEDULES)}")
+  check_names(optimizer=opt.optimizer, weight_decay_on=opt.weight_decay_on,
+              bias_learning_rate_scale=opt.bias_learning_rate_scale)
 
 
 def chain(
@@ -210,7 +207,7 @@ def chain(
     bias_learning_rate_scale: float = 1.0,
     frozen=None,
 ) -> optax.GradientTransformation:
-  """wtfree's optimizer as one optax chain, from optax-style arguments; no config needed.
+  """wtfree's optimizer as one optax chain, from optax-style arguments; no settings needed.
 
   ``decay -> sign (if batch_manhattan) -> momentum/Adam -> -lr [-> bias scale]``.
 
@@ -252,10 +249,10 @@ def chain(
   return tx if frozen is None else freeze(tx, frozen)
 
 
-def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.GradientTransformation:
-  """The optimizer of a run, as one optax chain: `chain` with the config's settings.
+def make(opt: settings.Optimizer, steps_per_epoch: float, frozen=None, hparams=None) -> optax.GradientTransformation:
+  """The optimizer of a run, as one optax chain: `chain` with the run's settings.
 
-  Reads ``config.optimizer``, ``momentum``, ``nesterov``, ``b1``, ``b2``,
+  Reads ``opt.optimizer``, ``momentum``, ``nesterov``, ``b1``, ``b2``,
   ``eps``, ``weight_decay``, ``weight_decay_on``, ``batch_manhattan``,
   ``bias_learning_rate_scale`` and the learning-rate fields read by
   `schedule`. The train loop does not call the optimizer in mirror-only
@@ -263,33 +260,33 @@ def make(config, steps_per_epoch: float, frozen=None, hparams=None) -> optax.Gra
   ``mirror_steps + n`` and takes `schedule`'s rate there.
 
   Args:
-    config: the run's config.
+    opt: the run's optimizer settings (``settings.resolve(config).optimizer``).
     steps_per_epoch: training steps per epoch.
     frozen: a mask of parameters that take no update of any kind
       (`wtfree.learning.Learner.frozen`), or None.
     hparams: ``learning_rate``, ``weight_decay`` or ``momentum`` values that
-      replace the config's, e.g. one replica's traced values in a sweep
+      replace the settings', e.g. one replica's traced values in a sweep
       (`wtfree.grid`); a swept field keeps its transform in the chain even
       where its value is 0.
 
   Raises:
     ValueError: for an unknown optimizer, schedule or decay set.
   """
-  check_config(config)
+  check(opt)
   hparams = dict(hparams or {})
-  lr, offset = schedule(config, steps_per_epoch, hparams), mirror_steps(config, steps_per_epoch)
+  lr, offset = schedule(opt, steps_per_epoch, hparams), mirror_steps(opt, steps_per_epoch)
   return chain(
       lambda count: lr(count + offset),
-      optimizer=config.optimizer,
-      momentum=hparams.get("momentum", config.get("momentum", 0.0)),
-      nesterov=bool(config.get("nesterov", False)),
-      b1=config.get("b1", 0.9),
-      b2=config.get("b2", 0.999),
-      eps=config.get("eps", 1e-8),
-      weight_decay=hparams.get("weight_decay", config.get("weight_decay", 0.0)),
-      weight_decay_on=config.get("weight_decay_on", "kernels"),
-      batch_manhattan=bool(config.get("batch_manhattan", False)),
-      bias_learning_rate_scale=config.get("bias_learning_rate_scale", 1.0),
+      optimizer=opt.optimizer,
+      momentum=hparams.get("momentum", opt.momentum),
+      nesterov=bool(opt.nesterov),
+      b1=opt.b1,
+      b2=opt.b2,
+      eps=opt.eps,
+      weight_decay=hparams.get("weight_decay", opt.weight_decay),
+      weight_decay_on=opt.weight_decay_on,
+      batch_manhattan=bool(opt.batch_manhattan),
+      bias_learning_rate_scale=opt.bias_learning_rate_scale,
       frozen=frozen,
   )
 

@@ -6,7 +6,8 @@ the train, eval, alignment and mirror steps are vmapped over it. Replica
 ``c * S + s`` is the run of cell c with seed ``config.seed + s``: its
 initialisation, data order and every random draw of the step come from that
 seed, and its learning rate, weight decay, momentum and rule options from
-that cell (`hparams`), as in a single run. A single run has no replica axis.
+that cell (`wtfree.settings.Replicas.hparams`), as in a single run. A
+single run has no replica axis.
 """
 
 import dataclasses
@@ -14,28 +15,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from wtfree import grid
 from wtfree import sharding
-
-
-def num_seeds(config) -> int:
-  """The seeds per cell ``config`` asks for (``num_seeds``, default 1)."""
-  return int(config.get("num_seeds", 1) or 1)
-
-
-def count(config) -> int:
-  """The number of replicas ``config`` asks for: its sweep's cells (`wtfree.grid`) times ``num_seeds``."""
-  return len(grid.cells(config)) * num_seeds(config)
-
-
-def seeds(config) -> list[int]:
-  """The seed of each replica, in replica order: cell c's seeds are ``seed .. seed + num_seeds - 1``."""
-  return [int(config.seed) + s for _ in grid.cells(config) for s in range(num_seeds(config))]
-
-
-def hparams(config) -> dict[str, np.ndarray]:
-  """The swept replica fields' values, one per replica (``{}`` when nothing is swept)."""
-  return {k: np.asarray(v, np.float32) for k, v in grid.replica_values(grid.cells(config), num_seeds(config)).items()}
 
 
 def per_replica(fn, num_seeds: int, in_axes=0):
@@ -45,9 +25,9 @@ def per_replica(fn, num_seeds: int, in_axes=0):
   return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=sharding.REPLICA_AXIS)
 
 
-def datasets(ds, config) -> list:
-  """One view of ``ds`` per replica, each shuffled by its replica's seed."""
-  return [dataclasses.replace(ds, seed=seed) for seed in seeds(config)]
+def datasets(ds, seeds) -> list:
+  """One view of ``ds`` per replica, each shuffled by its replica's seed (`wtfree.settings.Replicas.seeds`)."""
+  return [dataclasses.replace(ds, seed=seed) for seed in seeds]
 
 
 def summarise(values: dict, num_seeds: int) -> dict:

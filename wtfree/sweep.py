@@ -18,7 +18,7 @@ from etils import epath
 import jax
 
 from wtfree import grid
-from wtfree import replicas
+from wtfree import settings
 from wtfree import sweep_report
 from wtfree import train
 from wtfree import validate
@@ -50,19 +50,20 @@ def run(config, workdir: str, *, hold_out: bool = True) -> dict:
     ValueError: for a grid or a program config that cannot run.
   """
   programs = grid.programs(config)
+  runs = []
   for program in programs:
-    if hold_out and not program.config.get("holdout", 0.0):
+    if hold_out and not settings.field(program.config, "holdout"):
       program.config.holdout = DEFAULT_HOLDOUT  # Used only where the set has no validation split of its own.
-    validate.check_config(program.config)
+    runs.append(validate.check_config(program.config))
   validate.check_workdir(config, workdir)
   root = epath.Path(workdir)
   if jax.process_index() == 0:
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-  replica_count = sum(replicas.count(p.config) for p in programs)
-  for i, program in enumerate(programs):
+  replica_count = sum(r.replicas.count for r in runs)
+  for i, (program, resolved) in enumerate(zip(programs, runs)):
     logging.info("sweep: program %d of %d (%s): %d cells x %d seeds", i + 1, len(programs), program.name,
-                 len(program.cells), replicas.num_seeds(program.config))
+                 len(program.cells), resolved.replicas.num_seeds)
     train.train_and_evaluate(program.config, str(root / program.name), keep_going=replica_count > 1)
   summary = sweep_report.summarise(config, programs, workdir)
   if jax.process_index() == 0:

@@ -16,7 +16,7 @@ from etils import epath
 import numpy as np
 
 from wtfree import grid
-from wtfree import replicas
+from wtfree import settings
 
 
 def _lines(workdir) -> list[dict]:
@@ -63,7 +63,7 @@ def stats(values) -> dict[str, Any]:
 def _program_cells(program: grid.Program, workdir: epath.Path) -> list[dict]:
   run_dir = workdir / program.name
   lines = _lines(run_dir)
-  seeds = replicas.num_seeds(program.config)
+  seeds = settings.field(program.config, "num_seeds")
   n = len(program.cells) * seeds
   metric, higher = _metric(lines)
   evals = [line for line in lines if line["split"] == "eval"]
@@ -120,7 +120,7 @@ def summarise(config, programs: list[grid.Program], workdir: str) -> dict:
   return {
       "swept": {path: list(values) for path, values in swept.items()},
       "replica_fields": [path for path in swept if path in grid.replica_fields()],
-      "num_seeds": replicas.num_seeds(config),
+      "num_seeds": settings.field(config, "num_seeds"),
       "chosen_on": _validation_source(programs[0].config) if chosen else "nothing: no validation split",
       "reported_on": "test",
       "programs": [{"name": p.name, "values": p.values, "cells": len(p.cells)} for p in programs],
@@ -133,7 +133,7 @@ def _validation_source(config) -> str:
   """Which examples the validation split that chose holds, in words."""
   from wtfree import data  # pylint: disable=g-import-not-at-top  (pulls in tfds)
 
-  splits = data.get_dataset(config).splits
+  splits = data.get_dataset(settings.resolve(config).data).splits
   if splits.held_out:
     return (f"validation: {len(splits.validation)} examples ({splits.held_out:g} of the training set) held out "
             "of training by a fixed permutation")

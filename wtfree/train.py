@@ -17,12 +17,12 @@ from wtfree import actions as actions_lib
 from wtfree import checkpoint
 from wtfree import data
 from wtfree import dispatch
-from wtfree import grid
 from wtfree import lock
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
 from wtfree import replicas
+from wtfree import settings
 from wtfree import sharding
 from wtfree import steppers
 from wtfree import steps
@@ -39,7 +39,7 @@ def _nonfinite_layers(finite_grads) -> list[str]:
   return list(dict.fromkeys(layers))
 
 
-def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) -> str:
+def _divergence_message(run: settings.Run, guard: dispatch.Guard, last_good, workdir: str) -> str:
   """Names the step, the rule, the layers and, in a run of several seeds, the replicas that diverged."""
   ok = np.atleast_1d(np.asarray(guard.ok))
   bad = np.flatnonzero(~ok)
@@ -51,11 +51,11 @@ def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) 
   where = f"; non-finite gradients in {', '.join(layers)}" if layers else ""
   first = int(np.argmin(steps))
   if ok.size > 1:
-    seeds = replicas.seeds(config)
+    seeds = run.replicas.seeds
     named = ", ".join(f"{i} (seed {seeds[i]}, step {int(t)})" for i, t in zip(bad, steps))
-    what = f"at step {int(steps[first])} with rule {config.rule!r} in replica(s) {named} of {ok.size}"
+    what = f"at step {int(steps[first])} with rule {run.model.rule_name!r} in replica(s) {named} of {ok.size}"
   else:
-    what = f"at step {int(steps[first])} with rule {config.rule!r}"
+    what = f"at step {int(steps[first])} with rule {run.model.rule_name!r}"
   kept = f"the last good checkpoint is step {last_good} in {workdir}" if last_good else "no checkpoint was saved yet"
   return (
       f"loss is {float(losses[first])} {what}{where}; {kept}. "
@@ -65,7 +65,7 @@ def _divergence_message(config, guard: dispatch.Guard, last_good, workdir: str) 
   )
 
 
-def _record_divergence(config, guard: dispatch.Guard, alive: np.ndarray, diverged: dict) -> bool:
+def _record_divergence(run: settings.Run, guard: dispatch.Guard, alive: np.ndarray, diverged: dict) -> bool:
   """Adds the replicas that diverged in this run of steps to ``diverged``; whether there were any."""
   newly = np.flatnonzero(np.atleast_1d(~np.asarray(guard.ok) & alive))
   for r in newly:
@@ -73,8 +73,8 @@ def _record_divergence(config, guard: dispatch.Guard, alive: np.ndarray, diverge
     # JSON has no NaN or infinity: a non-finite loss is written as its name.
     diverged[str(r)] = {"step": int(np.atleast_1d(guard.step)[r]), "loss": loss if np.isfinite(loss) else str(loss)}
     logging.warning("replica %d (seed %d) diverged at step %d (loss %s) with rule %r; it goes back to its state "
-                    "at the last boundary and the other replicas go on", r, replicas.seeds(config)[r],
-                    diverged[str(r)]["step"], diverged[str(r)]["loss"], config.rule)
+                    "at the last boundary and the other replicas go on", r, run.replicas.seeds[r],
+                    diverged[str(r)]["step"], diverged[str(r)]["loss"], run.model.rule_name)
   return bool(len(newly))
 
 
@@ -83,11 +83,11 @@ def _save_diverged(diverged: dict, workdir: str) -> None:
     (epath.Path(workdir) / "diverged.json").write_text(json.dumps(diverged, indent=1, sort_keys=True))
 
 
-def _save_config(config, workdir: str) -> None:
+def _save_config(run: settings.Run, workdir: str) -> None:
   if jax.process_index() == 0:
     path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    text = run.config_json
     saved = path / "config.json"
     if not saved.exists() or saved.read_text() != text:  # A finished run resumed on a read-only disk writes nothing.
       saved.write_text(text)
@@ -135,45 +135,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, keep_
     steps.DivergenceError: on a non-finite loss or gradient (unless
       ``config.skip_nonfinite``); the last good checkpoint stays.
   """
-  validate.check_config(config)
+  run = validate.check_config(config)
   validate.check_workdir(config, workdir)
   with lock.hold(workdir):
-    return _train_and_evaluate(config, workdir, keep_going, tuple(actions))
+    return _train_and_evaluate(run, workdir, keep_going, tuple(actions))
 
 
-def _train_and_evaluate(config, workdir: str, keep_going: bool, user_actions: tuple) -> steps.TrainState:
-  """`train_and_evaluate`'s work, with the config checked and the workdir held."""
+def _train_and_evaluate(run: settings.Run, workdir: str, keep_going: bool, user_actions: tuple) -> steps.TrainState:
+  """`train_and_evaluate`'s work, with the config read and checked and the workdir held."""
   began = time.time()
-  parts = _parts(config)
+  parts = _parts(run)
   n, total_steps = parts.n, parts.total_steps
   tx = parts.make_tx({k: v[0] for k, v in parts.values.items()})
-  state = steps.create_train_state(parts.model, tx, parts.ds.input_shape, config.seed, parts.mesh, parts.learner,
-                                   replica_seeds=replicas.seeds(config), hparams=parts.values)
+  state = steps.create_train_state(parts.model, tx, parts.ds.input_shape, run.seed, parts.mesh, parts.learner,
+                                   replica_seeds=list(run.replicas.seeds), hparams=parts.values)
   ckpt = checkpoint.Checkpointer(
-      workdir, keep=config.get("keep_checkpoints", 3), save_every_steps=config.checkpoint_every_steps
+      workdir, keep=run.loop.keep_checkpoints, save_every_steps=run.loop.checkpoint_every_steps
   )
   resumed, state, diverged = _resume(ckpt, state, workdir)
-  _save_config(config, workdir)
-  writer = writers.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
-                                cells=len(grid.cells(config)), resumed_at=resumed)
-  programs = _programs(config, parts, keep_going)
+  _save_config(run, workdir)
+  writer = writers.MetricWriter(workdir, tensorboard=run.loop.tensorboard, cells=len(run.replicas.cells),
+                                resumed_at=resumed)
+  programs = _programs(run, parts, keep_going)
   start = int(np.ravel(state.step)[0])
   stop = preemption.StopOnSigterm()
-  log = actions_lib.Log(writer, every_steps=config.log_every_steps, total_steps=total_steps, start=start,
-                        examples_per_step=config.batch_size * n, num_seeds=n, skip_nonfinite=programs.skip,
-                        align=programs.align if config.get("angles", True) else None)
-  evaluate = actions_lib.Evaluate(writer, every_steps=config.eval_every_steps, eval_fn=programs.eval, ds=parts.ds,
+  log = actions_lib.Log(writer, every_steps=run.loop.log_every_steps, total_steps=total_steps, start=start,
+                        examples_per_step=run.data.batch_size * n, num_seeds=n, skip_nonfinite=programs.skip,
+                        align=programs.align if run.loop.angles else None)
+  evaluate = actions_lib.Evaluate(writer, every_steps=run.loop.eval_every_steps, eval_fn=programs.eval, ds=parts.ds,
                                   mesh=parts.mesh, num_seeds=n)
-  meta = lambda step: {"data_position": step, "rule": config.rule, "num_seeds": n, "diverged": diverged}
-  saves = actions_lib.Checkpoint(ckpt, every_steps=config.checkpoint_every_steps, total_steps=total_steps,
-                                 every_minutes=config.get("checkpoint_every_minutes", 0), meta=meta)
+  meta = lambda step: {"data_position": step, "rule": run.model.rule_name, "num_seeds": n, "diverged": diverged}
+  saves = actions_lib.Checkpoint(ckpt, every_steps=run.loop.checkpoint_every_steps, total_steps=total_steps,
+                                 every_minutes=run.loop.checkpoint_every_minutes, meta=meta)
   # In this order at every boundary: the user's actions see the log and eval of their step written.
   actions = [log, evaluate, *user_actions, saves, actions_lib.Preemption(stop, saves, workdir)]
   every = tuple(action.every_steps for action in actions)
-  mirror, trainer = _steppers(config, parts, programs, stop, start, dispatch.longest_run(total_steps, every))
-  loop = _Loop(config, workdir, keep_going, parts, programs, ckpt, diverged, every, mirror, trainer, log)
+  mirror, trainer = _steppers(run, parts, programs, stop, start, dispatch.longest_run(total_steps, every))
+  loop = _Loop(run, workdir, keep_going, parts, programs, ckpt, diverged, every, mirror, trainer, log)
 
-  if start == 0 and config.get("eval_at_start", False):
+  if start == 0 and run.loop.eval_at_start:
     log.angles_at_start(state, trainer.first_batch)
     evaluate.run(0, state)
   step = start
@@ -226,30 +226,28 @@ class _Parts(NamedTuple):
   mirror_steps: int
 
 
-def _parts(config) -> _Parts:
-  """The parts of the run ``config`` describes."""
-  n = replicas.count(config)
-  mesh = sharding.make_mesh(replicas=sharding.replica_groups(n, jax.device_count(), jax.process_count()))
+def _parts(run: settings.Run) -> _Parts:
+  """The parts of the run ``run`` describes."""
+  n = run.replicas.count
+  mesh = sharding.make_mesh(replicas=run.replicas.groups)
   # A sweep's per-replica values: arguments of the step, not constants of its trace.
-  values = replicas.hparams(config)
+  values = run.replicas.hparams
   hparams = {k: v[0] for k, v in values.items()} if n == 1 else jax.device_put(values, sharding.replica_sharding(mesh))
-  ds = data.get_dataset(config)
-  # The steps' task: the set's, or the classification loss config.loss names.
-  task = steps.task_with_loss(ds.task, config.get("loss", None))
-  views = replicas.datasets(ds, config)
-  model = models.create(config, ds.num_classes, ds.input_shape, ds.input_dtype)
-  steps_per_epoch = max(1, ds.num_train // config.batch_size)
-  total_steps = config.num_steps if config.get("num_steps", -1) > 0 else int(config.num_epochs * steps_per_epoch)
-  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=config.mirror_batch_size,
-                               passes=config.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
-  mirror_steps = optim.mirror_steps(config, steps_per_epoch)
+  ds = data.get_dataset(run.data)
+  # The steps' task: the set's, or the classification loss the config names.
+  task = steps.task_with_loss(ds.task, run.model.loss)
+  views = replicas.datasets(ds, run.replicas.seeds)
+  model = models.create(run.model, ds.num_classes, ds.input_shape, ds.input_dtype)
+  length = run.length(ds.num_train)
+  learner = steps.make_learner(model, ds.input_shape, mirror_batch_size=run.loop.mirror_batch_size,
+                               passes=run.loop.mirror_passes, mesh=mesh, input_dtype=ds.input_dtype)
   frozen = None
   if learner.may_freeze:
     first = ds.prepare(sharding.global_batch(next(ds.train_batches(start_step=0)), mesh))
-    frozen = steps.frozen_params(model, learner, first, task, config.seed)
-  make_tx = functools.partial(optim.make, config, steps_per_epoch, frozen)
-  return _Parts(n, mesh, values, hparams, ds, views, task, model, learner, make_tx, steps_per_epoch, total_steps,
-                mirror_steps)
+    frozen = steps.frozen_params(model, learner, first, task, run.seed)
+  make_tx = functools.partial(optim.make, run.optimizer, length.steps_per_epoch, frozen)
+  return _Parts(n, mesh, values, hparams, ds, views, task, model, learner, make_tx, length.steps_per_epoch,
+                length.total_steps, length.mirror_steps)
 
 
 class _Programs(NamedTuple):
@@ -267,16 +265,16 @@ class _Programs(NamedTuple):
   skip: bool  # Non-finite steps are skipped.
 
 
-def _programs(config, parts: _Parts, keep_going: bool) -> _Programs:
+def _programs(run: settings.Run, parts: _Parts, keep_going: bool) -> _Programs:
   """The steps of the run made of ``parts``."""
   n, ds, model, learner, task, hparams = parts.n, parts.ds, parts.model, parts.learner, parts.task, parts.hparams
-  skip = bool(config.get("skip_nonfinite", False))
+  skip = bool(run.loop.skip_nonfinite)
 
   def replica_step(state, batch, hp):
     replica_model, replica_learner = steps.specialise(model, learner, hp)
     return steps.train_step(state, batch, model=replica_model, tx=parts.make_tx(hp), task=task,
                             learner=replica_learner,
-                            weight_decay_rate=optim.weight_decay_rate(config, parts.steps_per_epoch, hp),
+                            weight_decay_rate=optim.weight_decay_rate(run.optimizer, parts.steps_per_epoch, hp),
                             skip_nonfinite=skip)
 
   def align(state, batch, hp):
@@ -305,7 +303,7 @@ def _programs(config, parts: _Parts, keep_going: bool) -> _Programs:
   )
 
 
-def _steppers(config, parts: _Parts, programs: _Programs, stop, start: int, longest: int):
+def _steppers(run: settings.Run, parts: _Parts, programs: _Programs, stop, start: int, longest: int):
   """The `steppers.Stepper` of the mirror-only steps and the one of the train steps, from ``start`` on."""
   mirror = steppers.MirrorOnly(programs.mirror, parts.hparams, stop)
   # In-memory sets on one host: on the device whole, and a run of steps is one loop on the device
@@ -316,7 +314,7 @@ def _steppers(config, parts: _Parts, programs: _Programs, stop, start: int, long
                                      parts.hparams, mesh=parts.mesh, batch_sharding=programs.batch_sharding,
                                      donate_argnums=programs.donated, longest=longest, slow_loop=slow)
   batches = steppers.host_batches(parts.views, max(start, parts.mirror_steps), parts.mesh,
-                                  prefetch=int(config.get("prefetch", 2)))
+                                  prefetch=int(run.data.prefetch))
   return mirror, steppers.HostFed(programs.train, batches, parts.hparams, stop)
 
 
@@ -340,7 +338,7 @@ def _resume(ckpt: checkpoint.Checkpointer, state, workdir: str):
 class _Loop(NamedTuple):
   """What a stretch of steps needs beyond the state."""
 
-  config: Any
+  run: settings.Run
   workdir: str
   keep_going: bool
   parts: _Parts
@@ -375,8 +373,8 @@ def _check_divergence(loop: _Loop, guard: dispatch.Guard, alive: np.ndarray, sta
   """Raises on a divergence; under keep_going, records it and returns diverged replicas to ``before``."""
   if not np.all(guard.ok) and not loop.keep_going:
     loop.ckpt.wait()
-    raise steps.DivergenceError(_divergence_message(loop.config, guard, loop.ckpt.latest_step(), loop.workdir))
-  if _record_divergence(loop.config, guard, alive, loop.diverged):
+    raise steps.DivergenceError(_divergence_message(loop.run, guard, loop.ckpt.latest_step(), loop.workdir))
+  if _record_divergence(loop.run, guard, alive, loop.diverged):
     _save_diverged(loop.diverged, loop.workdir)
   if loop.keep_going and loop.diverged:
     return loop.programs.keep(_alive(loop.diverged, loop.parts.n), state, before)

@@ -11,7 +11,7 @@ from wtfree import feedback
 from wtfree import grid
 from wtfree import models
 from wtfree import optim
-from wtfree import replicas
+from wtfree import settings
 from wtfree import steps as steps_lib
 
 # Fields compared between a run in a workdir and a new start there: a
@@ -30,8 +30,8 @@ _ADDED_LATER = {"num_seeds": 1, "holdout": 0.0, "loss": "softmax_cross_entropy",
                 "train_on_validation": False, "shuffle": True, "input_scaling": "standardize"}
 
 
-def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> None:
-  """Raises ValueError naming the problem and the fix for a config that cannot run.
+def check_config(config, *, device_count: int | None = None, process_count: int | None = None) -> settings.Run:
+  """Reads ``config`` (`wtfree.settings.resolve`) and raises ValueError naming the problem and the fix if it cannot run.
 
   Checks: every field is one wtfree declares; the rule, its options, model,
   optimizer, schedule, loss and data set exist (with the data options the
@@ -41,59 +41,64 @@ def check_config(config, *, device_count: int | None = None, process_count: int 
   cell's rule options are ones the rule accepts; the global batch sizes
   divide over each replica's devices and over the hosts; Batch Manhattan is
   not paired with Adam; and the rule's own checks
-  (`wtfree.feedback.Rule.check_config`), whose warnings are logged.
+  (`wtfree.feedback.Rule.check_run`), whose warnings are logged.
+
+  Returns:
+    The run's resolved settings, checked.
   """
   from wtfree import data  # Imported here: loading it pulls in tfds.
-  from wtfree import sharding
 
   _check_fields(config)
-  rule = models.rule_from_config(config)
-  if not config.learning_rate > 0:
-    raise ValueError(f"learning_rate {config.learning_rate} is not positive: use e.g. --config.learning_rate=0.01")
-  steps = config.get("num_steps", -1)
+  run = settings.resolve(config, device_count=device_count, process_count=process_count)
+  rule, opt, loop = run.rule, run.optimizer, run.loop
+  if not opt.learning_rate > 0:
+    raise ValueError(f"learning_rate {opt.learning_rate} is not positive: use e.g. --config.learning_rate=0.01")
+  steps = loop.num_steps
   if steps == 0 or steps < -1:
     raise ValueError(f"num_steps {steps} trains nothing: use a positive count, or -1 for num_epochs "
-                     f"({config.get('num_epochs')}) epochs")
-  if steps == -1 and not config.get("num_epochs", 0) > 0:
-    raise ValueError(f"num_epochs {config.get('num_epochs')} trains nothing: use a positive number "
+                     f"({loop.num_epochs}) epochs")
+  if steps == -1 and not loop.num_epochs > 0:
+    raise ValueError(f"num_epochs {loop.num_epochs} trains nothing: use a positive number "
                      "(--config.num_epochs=...) or set --config.num_steps")
-  for cell in grid.cells(config):
+  for cell in run.replicas.cells:
     if cell.get("learning_rate", 1.0) <= 0:
       raise ValueError(f"sweep.learning_rate has {cell['learning_rate']}: a learning rate must be positive")
     # Each cell's rule, built with its concrete options, checks them as the rule itself would.
     options = {k[len("rule_options."):]: v for k, v in cell.items() if k.startswith("rule_options.")}
     if options:
       feedback.get_rule(rule, **options)
-  if config.model not in models.names():
-    raise ValueError(f"model {config.model!r} is not one of {', '.join(models.names())}")
-  data.check_name(config.dataset)
-  data.check_options(config)
-  optim.check_config(config)
-  loss = config.get("loss", None)
-  if loss is not None and loss not in steps_lib.LOSSES:
+  if run.model.name not in models.names():
+    raise ValueError(f"model {run.model.name!r} is not one of {', '.join(models.names())}")
+  data.check_name(run.data.dataset)
+  data.check_options(run.data)
+  optim.check(opt)
+  loss = run.model.loss
+  if loss not in steps_lib.LOSSES:
     raise ValueError(f"loss {loss!r} is not one of {', '.join(steps_lib.LOSSES)}")
   devices = jax.device_count() if device_count is None else device_count
   hosts = jax.process_count() if process_count is None else process_count
-  num_seeds = config.get("num_seeds", 1)
+  num_seeds = run.replicas.num_seeds
   if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
     raise ValueError(f"num_seeds {num_seeds!r} is not a positive integer: use e.g. --config.num_seeds=4")
   # Replicas split the devices into groups; each replica's batch divides over its group.
-  devices //= sharding.replica_groups(replicas.count(config), devices, hosts)
-  fields = ["batch_size", "eval_batch_size"] + (["mirror_batch_size"] if rule.takes("mirror_batch_size") else [])
-  for field in fields:
-    size = config.get(field, None)
-    if size is not None and (size % devices or size % hosts):
+  devices //= run.replicas.groups
+  sizes = {"batch_size": run.data.batch_size, "eval_batch_size": run.data.eval_batch_size}
+  if rule.takes("mirror_batch_size"):
+    sizes["mirror_batch_size"] = loop.mirror_batch_size
+  for field, size in sizes.items():
+    if size % devices or size % hosts:
       raise ValueError(
           f"global {field} {size} does not divide over {devices} devices and {hosts} hosts: "
           f"use a multiple of {devices} (--config.{field}=...)"
       )
-  if config.get("batch_manhattan", False) and config.optimizer == "adam":
+  if opt.batch_manhattan and opt.optimizer == "adam":
     raise ValueError(
         "batch_manhattan=True with optimizer 'adam' contradicts: Adam rescales the signs "
         "away. Use --config.optimizer=sgd or --config.batch_manhattan=False"
     )
-  for warning in rule.check_config(config):
+  for warning in rule.check_run(run):
     logging.warning("%s", warning)
+  return run
 
 
 def _check_fields(config) -> None:
@@ -117,7 +122,7 @@ def check_workdir(config, workdir: str) -> None:
   if epath.Path(workdir).exists() and not epath.Path(workdir).is_dir():
     raise ValueError(f"workdir {workdir} is a file, not a directory: pass a directory (--workdir=runs/NAME)")
   saved = epath.Path(workdir) / "config.json"
-  if config.get("resume_anyway", False) or not saved.exists():
+  if settings.field(config, "resume_anyway") or not saved.exists():
     return
   previous = json.loads(saved.read_text())
   current = json.loads(config.to_json_best_effort())

@@ -1,7 +1,7 @@
 """Data for wtfree: TFDS sets through grain, small in-memory sets, synthetic tasks.
 
     >>> from wtfree import data
-    >>> ds = data.get_dataset(config)        # config.dataset = 'cifar10', 'digits', ...
+    >>> ds = data.get_dataset(settings.resolve(config).data)  # config.dataset = 'cifar10', 'digits', ...
     >>> batch = next(ds.train_batches(start_step=0))
     >>> batch['image'].shape                 # (batch_size // process_count, *ds.input_shape)
     >>> batch = ds.prepare(batch)            # on the device: TFDS sets' uint8 pixels normalised

@@ -87,9 +87,9 @@ def _check(a: dict[str, np.ndarray], where: str, declared: int | None = None) ->
   return array_splits(a["x_train"], a["y_train"], a["x_test"], a["y_test"], num_classes=num_classes)
 
 
-def arrays(config) -> Splits:
-  """The 'arrays' data set: the ``.npz`` at ``config.data_path``."""
-  path = config.get("data_path", None)
+def arrays(data) -> Splits:
+  """The 'arrays' data set: the ``.npz`` at ``data.data_path`` (`wtfree.settings.Data`)."""
+  path = data.data_path
   if not path:
     raise ValueError("dataset 'arrays' needs data_path, the .npz holding x_train, y_train, x_test, y_test")
   return load_npz(path)

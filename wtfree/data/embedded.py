@@ -59,15 +59,15 @@ def mnist1d_arrays() -> tuple[np.ndarray, ...]:
   return x_train, np.asarray(made["y"], np.int32), x_test, np.asarray(made["y_test"], np.int32)
 
 
-def digits(config) -> Splits:
+def digits(data) -> Splits:
   """The 'digits' data set: 10 classes, (8, 8, 1) images (``flatten=True``: (64,))."""
-  del config
+  del data
   return array_splits(*digits_arrays(), num_classes=10)
 
 
-def mnist1d(config) -> Splits:
+def mnist1d(data) -> Splits:
   """The 'mnist1d' data set: 10 classes, (40, 1) signals (``flatten=True``: (40,))."""
-  del config
+  del data
   return array_splits(*mnist1d_arrays(), num_classes=10)
 
 
@@ -103,7 +103,7 @@ def mnist5k_arrays() -> tuple[np.ndarray, ...]:
   return x_train, y[:MNIST5K_TRAIN], x_test, y[MNIST5K_TRAIN:]
 
 
-def mnist5k(config) -> Splits:
+def mnist5k(data) -> Splits:
   """The 'mnist5k' data set: 10 classes, (28, 28, 1) real MNIST digits (``flatten=True``: (784,))."""
-  del config
+  del data
   return array_splits(*mnist5k_arrays(), num_classes=10)

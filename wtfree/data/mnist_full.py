@@ -208,15 +208,15 @@ def mnist_full_arrays(path: str, scaling: str = "standardize") -> dict[str, np.n
   return arrays
 
 
-def mnist_full(config) -> Splits:
+def mnist_full(data) -> Splits:
   """The 'mnist_full' data set: 50,000 train, 10,000 validation, 10,000 test (28, 28, 1) digits.
 
-  Reads ``FILE`` from ``config.data_dir`` when set, else `default_data_dir`,
-  and scales the pixels as ``config.input_scaling`` says (`mnist_full_arrays`).
+  Reads ``FILE`` from ``data.data_dir`` when set, else `default_data_dir`,
+  and scales the pixels as ``data.input_scaling`` says (`mnist_full_arrays`);
+  ``data`` is the run's `wtfree.settings.Data`.
   The training split is the first 50,000 of MNIST's 60,000 training digits
   and the validation split the last 10,000, in their stored order.
   """
-  scaling = config.get("input_scaling", None) or "standardize"
-  arrays = mnist_full_arrays(os.fspath(npz_path(config.get("data_dir", None))), scaling)
+  arrays = mnist_full_arrays(os.fspath(npz_path(data.data_dir)), data.input_scaling)
   train, validation, test = (ArraySource(arrays[f"x_{s}"], arrays[f"y_{s}"]) for s in SPLITS)
   return Splits(train=train, validation=validation, test=test, num_classes=10, input_shape=(28, 28, 1))

@@ -106,19 +106,19 @@ def _splits(make_teacher) -> Splits:
   return array_splits(x_train, y_train, x_test, y_test, num_classes=teacher.out_dim, task="regression")
 
 
-def linear_teacher_data(config) -> Splits:
+def linear_teacher_data(data) -> Splits:
   """The 'linear_teacher' data set: 30 -> 10 regression."""
-  del config
+  del data
   return _splits(linear_teacher)
 
 
-def tanh_teacher_data(config) -> Splits:
+def tanh_teacher_data(data) -> Splits:
   """The 'tanh_teacher' data set: 30 -> 10 regression."""
-  del config
+  del data
   return _splits(tanh_teacher)
 
 
-def quadratic_teacher_data(config) -> Splits:
+def quadratic_teacher_data(data) -> Splits:
   """The 'quadratic_teacher' data set: 20 -> 20 regression."""
-  del config
+  del data
   return _splits(quadratic_teacher)

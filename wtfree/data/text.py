@@ -74,9 +74,9 @@ def unigram_bits(train: np.ndarray, test: np.ndarray) -> float:
   return float(-np.mean(logp[test]))
 
 
-def pydoc_chars(config) -> Splits:
-  """The 'pydoc_chars' data set: windows of ``config.context_length`` (default 64) characters."""
-  length = int(config.get("context_length", 64) or 64)
+def pydoc_chars(data) -> Splits:
+  """The 'pydoc_chars' data set: windows of ``data.context_length`` characters (`wtfree.settings.Data`)."""
+  length = int(data.context_length)
   if length < 1:
     raise ValueError(f"context_length {length} must be a positive number of characters")
   train, test = pydoc_tokens()

@@ -132,11 +132,14 @@ def _not_prepared(name: str, data_dir: str | None, cause: Exception) -> DataNotP
   )
 
 
-def tfds_dataset(name: str, config) -> Splits:
-  """The TFDS set ``name`` with its recipe, both splits opened (so a missing set fails here)."""
+def tfds_dataset(name: str, data) -> Splits:
+  """The TFDS set ``name`` with its recipe, both splits opened (so a missing set fails here).
+
+  Reads ``data.data_dir`` and ``data.image_size`` (`wtfree.settings.Data`).
+  """
   recipe = RECIPES[name]
-  data_dir = config.get("data_dir", None)
-  image_size = int(config.get("image_size", 224))
+  data_dir = data.data_dir
+  image_size = int(data.image_size)
   train = open_split(name, "train", data_dir)
   test = open_split(name, recipe.eval_split, data_dir)
   features = train.dataset_info.features

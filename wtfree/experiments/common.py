@@ -31,6 +31,7 @@ from wtfree import data
 from wtfree import defaults
 from wtfree import sweep as sweep_lib
 from wtfree import train as train_lib
+from wtfree import settings
 
 Array = jax.Array
 
@@ -107,7 +108,7 @@ def sweep(run_config: ml_collections.ConfigDict, *, hold_out: bool = True) -> di
 
 def test_targets(run_config: ml_collections.ConfigDict) -> np.ndarray:
   """The test split's targets of the data set ``run_config`` names."""
-  return np.asarray(data.get_dataset(run_config).arrays["test"][1])
+  return np.asarray(data.get_dataset(settings.resolve(run_config).data).arrays["test"][1])
 
 
 # ---------------------------------------------------------------------------

@@ -43,11 +43,11 @@ class ForwardGradient(Rule):
   def feedback(self, w, state, key, kernel_init):
     return jnp.zeros_like(w)  # The local rule's pass: nothing travels back through a layer.
 
-  def check_config(self, config) -> list[str]:
-    warnings = super().check_config(config)
+  def check_run(self, run) -> list[str]:
+    warnings = super().check_run(run)
     if int(self.directions) != self.directions or self.directions < 1:
       raise ValueError(f"rule 'fg' needs directions >= 1, a whole number; got {self.directions}")
-    check_every_layer_local(self, config)
+    check_every_layer_local(self, run)
     return warnings
 
   def draw(self, key, zeros) -> dict:

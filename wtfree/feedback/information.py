@@ -32,9 +32,9 @@ class InformationAlignment(losses.AlignmentLoss):
     r = losses.reconstruction(op, x, f, b)
     return self.alpha * losses.amp(f, bx) + self.beta * losses.null(r) + self.gamma * losses.decay(w, b)
 
-  def check_config(self, config):
-    warnings = super().check_config(config)
-    if (config.get("model_options", None) or {}).get("batch_norm", None) is False:
+  def check_run(self, run):
+    warnings = super().check_run(run)
+    if run.model.options.get("batch_norm") is False:
       warnings.append(
           "ia: B settles in proportion to each layer's input covariance and its null term grows "
           "with the square of the outputs, so without BatchNorm it diverged on the digits MLP "

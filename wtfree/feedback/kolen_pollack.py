@@ -74,9 +74,9 @@ class KolenPollack(Rule):
     scale = state["offset_scale"]
     return {**state, "offset_scale": (scale * keep).astype(scale.dtype)}
 
-  def check_config(self, config):
-    warnings = super().check_config(config)
-    if self.decay is not None and config.get("weight_decay", 0.0):
+  def check_run(self, run):
+    warnings = super().check_run(run)
+    if self.decay is not None and run.optimizer.weight_decay:
       warnings.append(
           f"kp: decay={self.decay} is set, so B - W decays at that rate and not at the run's "
           "weight-decay rate; drop --config.rule_options.decay to follow the weight decay"

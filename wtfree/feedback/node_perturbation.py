@@ -30,9 +30,9 @@ class NodePerturbation(Rule):
   def feedback(self, w, state, key, kernel_init):
     return jnp.zeros_like(w)
 
-  def check_config(self, config) -> list[str]:
-    warnings = super().check_config(config)
-    check_every_layer_local(self, config)
+  def check_run(self, run) -> list[str]:
+    warnings = super().check_run(run)
+    check_every_layer_local(self, run)
     return warnings
 
   def value_and_grad(self, objective, params):

@@ -65,9 +65,9 @@ class Pepita(Rule):
   def signals(self, output, activation, state):
     return {"output": output, "activated": activation(output), "seed": state["seed"]}
 
-  def check_config(self, config) -> list[str]:
-    warnings = super().check_config(config)
-    check_every_layer_local(self, config)
+  def check_run(self, run) -> list[str]:
+    warnings = super().check_run(run)
+    check_every_layer_local(self, run)
     return warnings
 
   def projection(self, seed: Array, n_out: int, n_in: int, dtype=jnp.float32) -> Array:

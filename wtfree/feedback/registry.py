@@ -229,31 +229,33 @@ class Rule:
     """Whether the run's config ``field`` applies to this rule (the mirror settings only to rules that mirror B)."""
     return self.mirrored or field not in MIRROR_FIELDS
 
-  def check_config(self, config) -> list[str]:
-    """Raises ValueError for config settings this rule cannot honour; returns warnings.
+  def check_run(self, run) -> list[str]:
+    """Raises ValueError for settings of the run this rule cannot honour; returns warnings.
 
-    The default refuses mirror settings for rules that do not mirror.
+    ``run`` is the run's resolved config (`wtfree.settings.Run`). The
+    default refuses mirror settings for rules that do not mirror.
     """
-    if not self.mirrored and (config.get("mirror_epochs", 0) or config.get("mirror_passes", 1) != 1):
+    loop = run.loop
+    if not self.mirrored and (loop.mirror_epochs or loop.mirror_passes != 1):
       raise ValueError(
-          f"mirror settings (mirror_epochs={config.get('mirror_epochs', 0)}, "
-          f"mirror_passes={config.get('mirror_passes', 1)}) apply only to rules that mirror B, "
+          f"mirror settings (mirror_epochs={loop.mirror_epochs}, "
+          f"mirror_passes={loop.mirror_passes}) apply only to rules that mirror B, "
           f"not {self.name!r}: drop them or use --config.rule=wm"
       )
     return []
 
 
-def check_every_layer_local(rule: Rule, config) -> None:
+def check_every_layer_local(rule: Rule, run) -> None:
   """Refuses what a rule that updates every layer from its own local signal cannot honour (np, fg, pepita).
 
   Such a rule updates the output layer too, so a backprop head contradicts
   it, and it gives gradients to the layers' W and bias only, so BatchNorm's
   parameters would never learn.
   """
-  if config.get("last_layer_bp", False):
+  if run.model.last_layer_bp:
     raise ValueError(f"rule {rule.name!r} updates every layer by its own signal, the output layer included: "
                      "drop last_layer_bp")
-  if (config.get("model_options", None) or {}).get("batch_norm", False):
+  if run.model.options.get("batch_norm", False):
     raise ValueError(f"rule {rule.name!r} updates the layers' W and bias only; BatchNorm's parameters would never "
                      "learn: set --config.model_options.batch_norm=False")
 

@@ -2,7 +2,6 @@
 
 import dataclasses
 
-from wtfree import optim
 from wtfree.feedback import losses
 from wtfree.feedback.registry import register
 
@@ -28,10 +27,11 @@ class SymmetricAlignment(losses.AlignmentLoss):
     del op, x
     return self.alpha * losses.decay(w, b) + self.beta * losses.self_alignment(w, b)
 
-  def check_config(self, config):
-    warnings = super().check_config(config)
-    if config.get("optimizer", "sgd") == "sgd" and not config.get("batch_manhattan", False):
-      rate = optim.base_learning_rate(config) * 2 * self.alpha / (1.0 - config.get("momentum", 0.0))
+  def check_run(self, run):
+    warnings = super().check_run(run)
+    opt = run.optimizer
+    if opt.optimizer == "sgd" and not opt.batch_manhattan:
+      rate = opt.base_learning_rate * 2 * self.alpha / (1.0 - opt.momentum)
       if rate > RATE_LIMIT:
         warnings.append(
             f"sa: B relaxes towards W at lr * 2 alpha / (1 - momentum) = {rate:.3g} per step, above "

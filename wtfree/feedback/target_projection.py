@@ -28,9 +28,9 @@ class DirectRandomTargetProjection(direct.DirectFeedbackAlignment):
 
   name = "drtp"
 
-  def check_config(self, config) -> list[str]:
-    warnings = super().check_config(config)
-    activation = (config.get("model_options", None) or {}).get("activation", None)
+  def check_run(self, run) -> list[str]:
+    warnings = super().check_run(run)
+    activation = run.model.options.get("activation")
     if activation not in (None, "tanh", "sigmoid"):
       warnings.append(
           f"rule 'drtp' pushes hidden layers along B y* at every step, which never shrinks as the net learns; with "

@@ -12,7 +12,7 @@ between-steps pass's `wtfree.feedback.BetweenSteps`, handed to every layer);
 
 from wtfree.models.lenet import LeNet
 from wtfree.models.mlp import MLP
-from wtfree.models.registry import create, get_model, names, register, rule_from_config
+from wtfree.models.registry import create, get_model, names, register
 from wtfree.models.resnet import BasicBlock, Bottleneck, ResNet
 from wtfree.models.transformer import CausalLM, EncoderBlock, SelfAttention, ViT
 
@@ -30,5 +30,4 @@ __all__ = [
     "get_model",
     "names",
     "register",
-    "rule_from_config",
 ]

@@ -48,17 +48,16 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
   return cls(**{**defaults, **kwargs})
 
 
-def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None, input_dtype=jnp.float32) -> nn.Module:
-  """Builds the model a config names.
+def create(model, num_classes: int, input_shape: tuple[int, ...] | None = None, input_dtype=jnp.float32) -> nn.Module:
+  """Builds the model a run's settings name.
 
-  Reads ``config.model``, ``config.rule``, ``config.rule_options`` (the
-  options the config sets, e.g. ``{'p': 0.8}``; see `rule_from_config`),
-  ``config.last_layer_bp`` and
-  ``config.model_options`` (fields of the model, e.g. ``{'widths': (1000,),
-  'activation': 'sigmoid'}``); the last three are optional.
+  Reads ``model.name``, ``model.rule`` (the rule, built with its options),
+  ``model.last_layer_bp`` and ``model.options`` (fields of the model, e.g.
+  ``{'widths': (1000,), 'activation': 'sigmoid'}``).
 
   Args:
-    config: an ``ml_collections.ConfigDict`` or anything with ``.get``.
+    model: the run's model settings, ``settings.resolve(config).model``
+      (`wtfree.settings.Model`).
     num_classes: size of the output layer.
     input_shape: one example's shape, e.g. ``(224, 224, 3)``. When given, the
       model is traced on it (``jax.eval_shape``, no compute) so that a model
@@ -68,28 +67,12 @@ def create(config, num_classes: int, input_shape: tuple[int, ...] | None = None,
   Returns:
     The linen module; apply it as ``model.apply(variables, x, train=...)``.
   """
-  rule = rule_from_config(config)
-  options: Mapping[str, Any] = dict(config.get("model_options", None) or {})
-  model = get_model(
-      config.model,
-      num_classes=num_classes,
-      rule=rule,
-      last_layer_bp=bool(config.get("last_layer_bp", False)),
-      **options,
-  )
+  options: Mapping[str, Any] = dict(model.options)
+  module = get_model(model.name, num_classes=num_classes, rule=model.rule, last_layer_bp=bool(model.last_layer_bp),
+                     **options)
   if input_shape is not None:
-    _check_input(model, config.model, tuple(input_shape), input_dtype)
-  return model
-
-
-def rule_from_config(config) -> feedback.Rule:
-  """The rule ``config.rule`` with the options ``config.rule_options`` sets (unset ones: None).
-
-  Options left unset keep the rule's own defaults; an option the rule does
-  not have is an error that names the rules it belongs to.
-  """
-  options = {k: v for k, v in dict(config.get("rule_options", None) or {}).items() if v is not None}
-  return feedback.get_rule(config.rule, **options)
+    _check_input(module, model.name, tuple(input_shape), input_dtype)
+  return module
 
 
 def _check_input(model: nn.Module, name: str, input_shape: tuple[int, ...], input_dtype) -> None:
