@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 
 from configs import digits_mlp
+from wtfree import actions
 from wtfree import data
+from wtfree import dispatch
 from wtfree import feedback
 from wtfree import models
 from wtfree import optim
 from wtfree import preemption
 from wtfree import settings
 from wtfree import sharding
+from wtfree import steppers
 from wtfree import steps
 from wtfree import train
 from wtfree import validate
@@ -134,8 +137,6 @@ def test_loss_names_are_checked():
 
 
 def test_a_periodic_action_added_from_outside_runs_at_its_period_and_is_logged(tmp_path):
-  from wtfree import actions  # pylint: disable=g-import-not-at-top
-
   def head_norm(step, state):
     return {"head_norm": float(jnp.linalg.norm(state.params["head"]["kernel"])), "at": step}
 
@@ -150,12 +151,10 @@ def test_a_periodic_action_added_from_outside_runs_at_its_period_and_is_logged(t
 
 
 def test_a_stretch_of_steps_is_the_same_on_the_device_and_fed_from_the_host():
-  from wtfree import dispatch  # pylint: disable=g-import-not-at-top
-  from wtfree import steppers  # pylint: disable=g-import-not-at-top
-
   config = _config(rule="fa", num_steps=12)
-  parts = train._parts(config)  # pylint: disable=protected-access
-  programs = train._programs(config, parts, keep_going=False)  # pylint: disable=protected-access
+  run = settings.resolve(config)
+  parts = train._parts(run)
+  programs = train._programs(run, parts, keep_going=False)
 
   def stretch(stepper):
     state = steps.create_train_state(parts.model, parts.make_tx({}), parts.ds.input_shape, config.seed, parts.mesh,
@@ -179,8 +178,6 @@ def test_a_stretch_of_steps_is_the_same_on_the_device_and_fed_from_the_host():
 
 
 def test_sigterm_saves_the_step_it_came_at_and_the_run_started_again_ends_as_one_run_would(tmp_path):
-  from wtfree import actions  # pylint: disable=g-import-not-at-top
-
   def sigterm(step, state):
     del state
     if step == 10:
