@@ -142,9 +142,15 @@ def one_by_one(run, batch_sharding=None, jit=jax.jit):
     for k in range(int(count)):
       state, guard, step_metrics = step_on_rows(state, guard, images, labels, indices[k], *args)
       metrics.append(step_metrics)
-    return state, guard, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+    return state, guard, _stacked(metrics)
 
   return stepped
+
+
+@jax.jit
+def _stacked(metrics: list) -> Any:
+  # Compiled, not op by op: stacking replicas' metrics eagerly on a multi-device CPU mesh aborts XLA.
+  return jax.tree.map(lambda *m: jnp.stack(m), *metrics)
 
 
 def loop_is_slow(traced) -> bool:
