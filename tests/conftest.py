@@ -79,7 +79,6 @@ _SLOW = frozenset({
     "tests/test_nn.py::test_kp_follows_the_equations_with_an_explicit_b",
     "tests/test_node_perturbation.py::test_node_perturbation_estimates_the_gradient_on_average",
     "tests/test_notebook.py::test_quickstart_runs_top_to_bottom[notebooks]",
-    "tests/test_optim.py::test_batch_manhattan_moves_every_weight_by_exactly_lr",
     "tests/test_reliability.py::test_bad_config_exits_2_with_a_message_and_no_traceback[overrides2-imagenet3000]",
     "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[bp]",
     "tests/test_train.py::test_one_device_and_eight_give_the_same_parameters[dfa]",

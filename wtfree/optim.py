@@ -21,10 +21,6 @@ import optax
 from wtfree import settings
 
 
-# Liao et al.'s name for optax's sign transform.
-batch_manhattan = optax.scale_by_sign
-
-
 def _leaf_name(path) -> Any:
   last = path[-1]
   return getattr(last, "key", getattr(last, "name", None))
@@ -237,7 +233,7 @@ def chain(
   if _given(weight_decay):
     transforms.append(optax.add_decayed_weights(weight_decay, mask=_DECAY_SETS[weight_decay_on]))
   if batch_manhattan:
-    transforms.append(batch_manhattan())
+    transforms.append(optax.scale_by_sign())  # Batch Manhattan (Liao et al.): the sign of each gradient.
   if optimizer == "adam":
     transforms.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
   elif _given(momentum):
