@@ -142,12 +142,17 @@ class MirrorOnly:
 
   def __init__(self, mirror_fn, hparams, stop):
     self._mirror, self._hparams, self._stop = mirror_fn, hparams, stop
+    # XLA:CPU's simulated devices share one thread pool: mirror steps queued back to back can leave one
+    # device's thread out of an all-reduce until its rendezvous times out and aborts the process.
+    self._wait = jax.default_backend() == "cpu" and jax.device_count() > 1
 
   def run(self, state, guard, step: int, end: int):
     """Steps ``step .. end - 1``; ``guard`` comes back as it was, with no metrics and no batch."""
     taken = 0
     for _ in range(step, end):
       state = self._mirror(state, self._hparams)
+      if self._wait:
+        jax.block_until_ready(state)
       taken += 1
       if self._stop.requested:
         break
