@@ -35,6 +35,8 @@ def test_config_takes_one_step(name):
   validate.check_config(config)
   config.batch_size = 8
   config.mirror_batch_size = 8
+  if config.model_options.get("batch_norm_group"):
+    config.model_options.batch_norm_group = 8  # The tiny batch, grouped as the config groups its own.
   input_shape = TINY_IMAGE[config.dataset]
   mesh = sharding.make_mesh()
   classes = CLASSES[config.dataset]
