@@ -113,7 +113,7 @@ def test_connect_warns_when_the_maps_outgrow_backprop(caplog, monkeypatch):
     assert ("6.8e+02 entries" in caplog.text) == warned, caplog.text
 
 
-def _state_and_batch(config, steps=0):
+def _state_and_batch(config, num_steps=0):
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = settings.resolve(config)
   ds = data.get_dataset(run.data)
@@ -123,7 +123,7 @@ def _state_and_batch(config, steps=0):
   step = jax.jit(lambda s, b: steps.train_step(s, b, model=model, tx=tx, task=ds.task))
   batches = ds.train_batches()
   losses = []
-  for _ in range(steps):
+  for _ in range(num_steps):
     state, metrics = step(state, sharding.global_batch(next(batches), mesh))
     losses.append(float(metrics["loss"]))
   return model, ds, state, sharding.global_batch(next(batches), mesh), losses
@@ -152,7 +152,7 @@ def test_conv_nets_with_batch_norm_and_batch_manhattan_learn_under_dfa(model):
   config.batch_manhattan = True
   config.learning_rate = 0.01
   config.batch_size = 64
-  model, _, state, _, losses = _state_and_batch(config, steps=40)
+  model, _, state, _, losses = _state_and_batch(config, num_steps=40)
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
   assert all(np.isfinite(losses))
 
