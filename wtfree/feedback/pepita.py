@@ -84,6 +84,9 @@ class Pepita(Rule):
     losses = objective.loss(outputs)
     error = jax.grad(lambda o: jnp.sum(objective.loss(o)))(outputs)
     x = objective.inputs[0]
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f"rule 'pepita' adds F e to the model's input, which here is {x.dtype} (token ids, not "
+                       "values to modulate): use another rule for this model")
     batch = x.shape[0]
     seed = first[min(first)]["seed"]
     f = self.projection(seed, math.prod(error.shape[1:]), math.prod(x.shape[1:]), x.dtype)
