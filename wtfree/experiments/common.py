@@ -106,6 +106,28 @@ def sweep(run_config: ml_collections.ConfigDict, *, hold_out: bool = True) -> di
     return sweep_lib.run(run_config, workdir, hold_out=hold_out)
 
 
+def choose_rate_and_epochs(run_config: ml_collections.ConfigDict, rates: list[float], seeds: int) -> dict:
+  """The learning rate and epoch count with the lowest mean validation error (Lillicrap et al.'s protocol).
+
+  ``run_config`` evaluates after every epoch; every rate times ``seeds``
+  seeds trains as replicas of one program (its sweep over ``rates``).
+  Returns ``learning_rate``, ``epochs`` and each rate's mean validation
+  error (%) after every epoch.
+  """
+  run_config.sweep.learning_rate = ",".join(map(str, rates))
+  run_config.angles = False
+  run = train(run_config)
+  # [epochs, rates, seeds] of validation error in %.
+  errors = 100.0 * (1.0 - run.values("validation", "val/top1")).reshape(-1, len(rates), seeds)
+  mean = errors.mean(-1)
+  epoch, rate = np.unravel_index(np.argmin(mean), mean.shape)
+  return {
+      "learning_rate": rates[rate],
+      "epochs": int(epoch) + 1,
+      "validation_error_mean": {str(lr): mean[:, i].tolist() for i, lr in enumerate(rates)},
+  }
+
+
 def test_targets(run_config: ml_collections.ConfigDict) -> np.ndarray:
   """The test split's targets of the data set ``run_config`` names."""
   return np.asarray(data.get_dataset(settings.resolve(run_config).data).arrays["test"][1])

@@ -69,19 +69,7 @@ def _select(setup: dict) -> dict:
   per_epoch = setup["train_examples"] // setup["batch_size"]
   config = _config("bp", setup, setup["learning_rates"][0], setup["max_epochs"], setup["selection_seeds"],
                    per_epoch)
-  config.sweep.learning_rate = ",".join(map(str, setup["learning_rates"]))
-  config.angles = False
-  run = common.train(config)  # Every rate times every seed: replicas of one program.
-  # [epochs, rates, seeds] of validation error in %.
-  errors = 100.0 * (1.0 - run.values("validation", "val/top1")).reshape(
-      -1, len(setup["learning_rates"]), setup["selection_seeds"])
-  mean = errors.mean(-1)
-  epoch, rate = np.unravel_index(np.argmin(mean), mean.shape)
-  return {
-      "learning_rate": setup["learning_rates"][rate],
-      "epochs": int(epoch) + 1,
-      "validation_error_mean": {str(lr): mean[:, i].tolist() for i, lr in enumerate(setup["learning_rates"])},
-  }
+  return common.choose_rate_and_epochs(config, setup["learning_rates"], setup["selection_seeds"])
 
 
 def _train(rule: str, setup: dict, chosen: dict) -> dict:
