@@ -155,3 +155,53 @@ def test_accelerator_check_imports_only_what_a_bare_jax_image_has():
   )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
   assert out.stdout.strip() == "grain and PIL not installed"
+
+
+def test_conv_directions_quick_run_times_each_direction_of_every_convolution_the_model_holds(tmp_path, monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from wtfree import models  # pylint: disable=g-import-not-at-top
+  from wtfree.backend import conv_lowering  # pylint: disable=g-import-not-at-top
+
+  conv_directions = _benchmark("conv_directions")
+  record = conv_directions.main(["--out", str(tmp_path), "--quick"])
+  assert json.loads((tmp_path / "conv_directions.json").read_text()) == record
+  (model,) = record["models"]
+  bench = conv_directions.QUICK_BENCHES["resnet_tiny"]
+  net = models.get_model(bench.model, num_classes=bench.num_classes)
+  x = jax.ShapeDtypeStruct((bench.batch, *bench.input_shape), "float32")
+  params = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False), x)["params"]
+  kernels = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(params) if leaf.ndim == 4)
+  shapes = model["shapes"]
+  # The traced shapes hold every conv kernel of the params, each once.
+  assert sorted(
+      (*s["window"], s["in_channels"], s["out_channels"]) for s in shapes for _ in range(s["count"])
+  ) == kernels
+  assert model["convolutions"] == len(kernels) and all(s["input_shape"][0] == bench.batch for s in shapes)
+  # Only the stem reads the image, and only its input gradient is not run.
+  assert sum(s["input_grad_count"] for s in shapes) == len(kernels) - 1
+  peers = conv_directions.torch_peers.available()
+  assert model["frameworks"] == (["wtfree", "pytorch"] if peers else ["wtfree"])
+  for s in shapes:
+    geometry = conv_lowering.Geometry(tuple(s["strides"]), tuple(map(tuple, s["padding"])), None,
+                                      tuple(s["input_shape"][1:3]), tuple(s["window"]))
+    for d, entry in s["directions"].items():
+      assert entry["lowering"] == getattr(conv_lowering.cpu_plan(geometry), d)
+      # Each direction is compiled alone: one convolution or dot.
+      assert entry["wtfree"]["ops"] == 1, (s["convolution"], d)
+      for f in model["frameworks"]:
+        assert math.isfinite(entry[f]["ms"]) and entry[f]["ms"] > 0, (s["convolution"], d, f)
+      if peers:
+        assert entry["ratio"] > 0 and entry["difference"] <= conv_directions.AGREEMENT
+  # Over two rounds a median is a mean, so the totals are the count-weighted sums of the shapes' medians.
+  for d in conv_directions.DIRECTIONS:
+    total = sum(s["directions"][d]["count"] * s["directions"][d]["wtfree"]["ms"] for s in shapes)
+    assert math.isclose(model["totals"][d]["wtfree"]["ms"], total, rel_tol=1e-9)
+  table = (tmp_path / "conv_directions.md").read_text()
+  assert table.count("| 3x3") + table.count("| 1x1") == len(shapes) and ("PyTorch |" in table) == peers
+
+  monkeypatch.setattr(conv_directions.torch_peers, "available", lambda: False)
+  record = conv_directions.main(["--out", str(tmp_path), "--quick", "--repeats", "1"])
+  (model,) = record["models"]
+  assert model["frameworks"] == ["wtfree"] and record["environment"]["pytorch"] is None
+  assert all(set(e) == {"wtfree", "lowering", "count"} for s in model["shapes"] for e in s["directions"].values())
+  assert "PyTorch" not in (tmp_path / "conv_directions.md").read_text()
