@@ -275,14 +275,12 @@ class Timed:
     self.args = args
     self.ops = None
     start = time.perf_counter()
+    self.fn = steps.jit(fn).lower(*args).compile() if framework == "wtfree" else fn
+    self.compile_s = time.perf_counter() - start
     if framework == "wtfree":
-      self.fn = steps.jit(fn).lower(*args).compile()
       # Convolutions and dots in the compiled program: one, when a direction
       # is timed alone.
       self.ops = len(_OPS.findall(self.fn.as_text()))
-    else:
-      self.fn = fn
-    self.compile_s = time.perf_counter() - start
 
   def __call__(self):
     return self.fn(*self.args)
