@@ -62,7 +62,8 @@ from wtfree import steps  # noqa: E402
 
 # Every ratio is taken against this rule's step.
 BASELINE = "bp"
-RULES = (BASELINE, "fa", "usf", "frsf", "brsf", "sc", "kp", "dfa", "sa", "wm")
+# Every registered rule, the baseline first.
+RULES = (BASELINE, *(name for name in feedback.names() if name != BASELINE))
 REFERENCES = ("forward", "mirror")
 # Cheaper wm settings than the Akrout configs' (Gaussian noise, mirror batch
 # = training batch), timed alongside: {name: (noise, mirror batch divisor)}.
@@ -368,8 +369,8 @@ def environment(quick: bool, timing: Timing) -> dict[str, Any]:
       "optimizer": "sgd, momentum 0.9, weight decay 1e-4",
       "pytorch": torch_peers.version() if torch_peers.available() else None,
       "rule_options": (
-          "each rule's defaults (usf magnitude rms, sc p=1.0, wm decay 0.02, Gaussian noise, 1 mirror pass "
-          "of the batch size; wm variants: uniform noise, and a mirror batch of a quarter of the batch)"
+          "each rule's defaults (docs/rules.md); wm's mirror batch is the training batch, and its variants take "
+          "uniform noise, or a mirror batch of a quarter of the batch"
       ),
   }
 
