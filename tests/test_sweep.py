@@ -205,3 +205,21 @@ def test_the_command_line_refuses_a_bad_grid_in_one_line(tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith("error: sweep.learning_rate='0.01,fast'")
   assert "Traceback" not in bad.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_language_model_sweep_chooses_and_reports_bits_per_token(tmp_path):
+  config = _config(model="causal_lm", dataset="pydoc_chars", context_length=16, flatten=False, batch_size=16,
+                   eval_batch_size=256, learning_rate=3e-3)
+  config.model_options = {"max_length": 16, "width": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}
+  config.sweep.learning_rate = "1e-4,3e-3"
+  summary = sweep.run(config, str(tmp_path))
+  cells = summary["cells"]
+  assert {c["metric"] for c in cells} == {"bits_per_token"} and not any(c["higher_is_better"] for c in cells)
+  # The rate whose validation bits are lowest is chosen (the language model also logs top-1, which must not choose).
+  (chosen,) = summary["chosen"].values()
+  validation = [c["final_validation"]["mean"] for c in cells]
+  assert chosen["cell"] == int(np.argmin(validation))
+  # Each cell's reported test metric is the run's final eval/bits_per_token.
+  lines = [json.loads(line) for line in open(tmp_path / cells[0]["program"] / "metrics.jsonl")]
+  final = [line for line in lines if line["split"] == "eval"][-1]
+  np.testing.assert_allclose([c["final_test"]["values"][0] for c in cells], final["eval/bits_per_token/seeds"])

@@ -37,12 +37,13 @@ def _per_replica(line: dict, key: str, n: int) -> np.ndarray | None:
 
 
 def _metric(lines: list[dict]) -> tuple[str, bool]:
-  """The metric that chooses, and whether higher is better: top-1 where there is one, else the loss."""
+  """The metric that chooses and whether higher is better: bits per token (language models), top-1, or the loss."""
   keys = {k.split("/", 1)[1].split("/")[0] for line in lines for k in line if k.startswith(("val/", "eval/"))}
-  if "top1" in keys:
-    return "top1", True
+  # A language model logs its next-token top-1 too; what it is judged by is its bits per token.
   if "bits_per_token" in keys:
     return "bits_per_token", False
+  if "top1" in keys:
+    return "top1", True
   return "loss", False
 
 
