@@ -57,6 +57,7 @@ from typing import Any, Callable
 from absl import logging
 import jax
 import jax.extend.core as jex
+from jax import lax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -77,19 +78,8 @@ QUICK_BENCHES = {"resnet_tiny": dataclasses.replace(step_time.QUICK_BENCHES["res
 AGREEMENT = 1e-3
 
 
-@dataclasses.dataclass(frozen=True)
-class Timing:
-  """How long to time: rounds, and the calls of each round."""
-
-  rounds: int
-  round_seconds: float  # a round of one direction lasts about this long...
-  min_calls: int  # ...but takes at least this many calls
-  max_calls: int  # ...and at most this many
-  warmup: int
-
-
-FULL = Timing(rounds=10, round_seconds=0.1, min_calls=1, max_calls=100, warmup=2)
-QUICK = Timing(rounds=2, round_seconds=0.0, min_calls=1, max_calls=1, warmup=1)
+FULL = step_time.Timing(rounds=10, round_seconds=0.1, min_steps=1, max_steps=100, warmup=2)
+QUICK = step_time.Timing(rounds=2, round_seconds=0.0, min_steps=1, max_steps=1, warmup=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +172,7 @@ def _walk(jaxpr, dependent: list[bool], found: list) -> None:
   depends = dict(zip(jaxpr.invars, dependent))
   for eqn in jaxpr.eqns:
     inputs = [not isinstance(v, jex.Literal) and depends.get(v, False) for v in eqn.invars]
-    if eqn.primitive.name == "conv_general_dilated":
+    if eqn.primitive is lax.conv_general_dilated_p:
       found.append((eqn, inputs[0]))
     for sub in _subjaxprs(eqn):
       # An inner jaxpr takes the call's last operands (a cond's first is its
@@ -270,7 +260,7 @@ class Timed:
   """One direction of one shape in one framework, called one blocked call at a time."""
 
   def __init__(self, index: int, direction: str, framework: str, fn: Callable, args: tuple = ()):
-    self.key = (index, direction, framework)
+    self.name = (index, direction, framework)
     self.framework = framework
     self.args = args
     self.ops = None
@@ -337,37 +327,21 @@ def build(groups: list[Group], peers: bool, seed: int = 0) -> tuple[list[Timed],
   return items, differences
 
 
-def measure(items: list[Timed], timing: Timing) -> dict:
-  """Seconds per call of each item in each round, the items interleaved."""
-  calls = {}
-  for item in items:
-    for _ in range(timing.warmup):
-      item.step()
-    once = step_time.time_steps(item, 1)
-    calls[item.key] = int(min(timing.max_calls, max(timing.min_calls, math.ceil(timing.round_seconds / once))))
-  seconds = {item.key: [] for item in items}
-  for r in range(timing.rounds):
-    shift = r % len(items)
-    for item in items[shift:] + items[:shift]:
-      seconds[item.key].append(step_time.time_steps(item, calls[item.key]))
-  return {"seconds": seconds, "calls": calls}
-
-
 def _stats(ms: list[float]) -> dict[str, float]:
-  q25, q50, q75 = np.percentile(ms, [25, 50, 75])
+  q25, q50, q75 = step_time.quantiles(ms)
   return {"ms": float(q50), "ms_q25": float(q25), "ms_q75": float(q75)}
 
 
 def _ratio(ours: list[float], theirs: list[float]) -> dict[str, float]:
-  q25, q50, q75 = np.percentile([a / b for a, b in zip(ours, theirs)], [25, 50, 75])
+  q25, q50, q75 = step_time.quantiles([a / b for a, b in zip(ours, theirs)])
   return {"ratio": float(q50), "ratio_q25": float(q25), "ratio_q75": float(q75)}
 
 
 def summarise(bench: step_time.Bench, groups: list[Group], items: list[Timed], measured: dict,
               differences: list[dict]) -> dict:
   """A model's record: per shape and direction the times and ratios, and count-weighted totals per direction."""
-  seconds, calls = measured["seconds"], measured["calls"]
-  by_key = {item.key: item for item in items}
+  seconds, calls = measured["seconds"], measured["steps"]
+  by_key = {item.name: item for item in items}
   frameworks = [f for f in FRAMEWORKS if any(k[2] == f for k in seconds)]
   shapes = []
   for index, group in enumerate(groups):
@@ -378,7 +352,7 @@ def summarise(bench: step_time.Bench, groups: list[Group], items: list[Timed], m
       entry = {}
       for f in frameworks:
         item = by_key[(index, d, f)]
-        entry[f] = {**_stats([1e3 * s for s in seconds[item.key]]), "calls_per_round": calls[item.key],
+        entry[f] = {**_stats([1e3 * s for s in seconds[item.name]]), "calls_per_round": calls[item.name],
                     "compile_s": item.compile_s}
         if item.ops is not None:
           entry[f]["ops"] = item.ops
@@ -537,7 +511,7 @@ def run(out: str, *, quick: bool = False, model_names: list[str] | None = None, 
     items, differences = build(groups, peers)
     logging.info("%s: %d convolutions of %d shapes, %d directions compiled", name, sum(g.count for g in groups),
                  len(groups), len(items))
-    records.append(summarise(bench, groups, items, measure(items, timing), differences))
+    records.append(summarise(bench, groups, items, step_time.measure(items, timing), differences))
   record = {"environment": env, "directions": list(DIRECTIONS), "models": records}
   path = pathlib.Path(out)
   path.mkdir(parents=True, exist_ok=True)

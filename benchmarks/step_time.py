@@ -266,13 +266,17 @@ def _forward(bench: Bench, mesh, seed: int, batch) -> Timed:
 _REFERENCE_RULES = {"forward": BASELINE, "mirror": "wm", "pytorch": BASELINE}
 
 
-def _quantiles(values: list[float]) -> tuple[float, float, float]:
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+  """The 25th, 50th and 75th percentiles of ``values``."""
   q25, q50, q75 = np.percentile(values, [25, 50, 75])
   return float(q25), float(q50), float(q75)
 
 
-def measure(items: list[Timed], timing: Timing) -> dict[str, list[float]]:
-  """Seconds per step of each item in each round, the items interleaved."""
+def measure(items: list, timing: Timing) -> dict[str, dict]:
+  """Seconds per step of each item in each round, the items interleaved; and each item's steps per round.
+
+  An item has a ``name`` (any hashable key) and a ``step()`` that finishes one step.
+  """
   steps = {}
   for item in items:
     for _ in range(timing.warmup):
@@ -306,7 +310,7 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
   rows = []
   for item in items:
     ms = [1e3 * s for s in seconds[item.name]]
-    q25, median, q75 = _quantiles(ms)
+    q25, median, q75 = quantiles(ms)
     row = {
         "model": bench.name,
         "kind": "train_step" if item.name in (*RULES, *WM_VARIANTS) or item.framework != "wtfree" else item.name,
@@ -333,7 +337,7 @@ def summarise(bench: Bench, items: list[Timed], measured: dict, peak: float | No
     for base in (BASELINE, "forward", "pytorch"):
       if base in seconds and (base == "forward") == (row["kind"] != "train_step"):
         ratios = [a / b for a, b in zip(seconds[item.name], seconds[base])]
-        r25, r50, r75 = _quantiles(ratios)
+        r25, r50, r75 = quantiles(ratios)
         row.update({f"ratio_to_{base}": r50, f"ratio_to_{base}_q25": r25, f"ratio_to_{base}_q75": r75})
     rows.append(row)
   return rows
